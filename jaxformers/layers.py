@@ -1,0 +1,250 @@
+"""Building blocks shared by every model family.
+
+Parameters are named after the PyTorch state-dict keys (``weight``, ``bias``) so that checkpoint conversion is a
+path join plus a per-parameter layout transform. A parameter's ``torch_layout`` metadata says how its value maps to
+the PyTorch tensor: ``"transpose"`` for nn.Linear weights (we keep ``[in, out]`` so the hot path is ``x @ w``),
+absent when the layouts agree (embeddings, LayerNorm, GPT-2's Conv1D which is already ``[in, out]``).
+
+Dropout is functional: callers pass a PRNG key (or None for evaluation) instead of holding RNG state in modules, so
+the same layer code works unrolled, under ``lax.scan`` and under ``jax.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+DType = jnp.dtype | type | None
+
+
+def normal_init(std: float) -> Callable:
+    return jax.nn.initializers.normal(stddev=std)
+
+
+class Linear(nnx.Module):
+    """``y = x @ weight + bias`` with ``weight: [in, out]``.
+
+    ``torch_layout="transpose"`` marks an nn.Linear (PyTorch stores ``[out, in]``); ``None`` marks GPT's Conv1D,
+    whose PyTorch weight is already ``[in, out]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        rngs: nnx.Rngs,
+        init_std: float = 0.02,
+        use_bias: bool = True,
+        torch_layout: str | None = "transpose",
+        dtype: DType = None,
+        param_dtype: DType = jnp.float32,
+    ):
+        metadata = {"torch_layout": torch_layout} if torch_layout else {}
+        self.weight = nnx.Param(
+            normal_init(init_std)(rngs.params(), (in_features, out_features), param_dtype), **metadata
+        )
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: Array) -> Array:
+        weight = self.weight[...]
+        dtype = self.dtype or jnp.result_type(x, weight)
+        y = jnp.dot(x.astype(dtype), weight.astype(dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class Embedding(nnx.Module):
+    """Lookup table ``weight: [num_embeddings, features]``; also the tied output projection (``attend``)."""
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        features: int,
+        *,
+        rngs: nnx.Rngs,
+        init_std: float = 0.02,
+        dtype: DType = None,
+        param_dtype: DType = jnp.float32,
+    ):
+        self.weight = nnx.Param(normal_init(init_std)(rngs.params(), (num_embeddings, features), param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, ids: Array) -> Array:
+        check_ids_in_range(ids, self.weight.shape[0], "token id")
+        table = self.weight[...]
+        if self.dtype is not None:
+            table = table.astype(self.dtype)
+        # Under jit the range cannot be checked; an out-of-range id yields NaN rather than a clamped row.
+        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+    def attend(self, x: Array) -> Array:
+        """Logits against every row: ``x @ weight.T`` (the tied LM decoder)."""
+        table = self.weight[...]
+        dtype = self.dtype or jnp.result_type(x, table)
+        return jnp.dot(x.astype(dtype), table.astype(dtype).T)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with statistics in float32 whatever the compute dtype (bf16 variance is too coarse)."""
+
+    def __init__(self, features: int, *, eps: float = 1e-12, dtype: DType = None, param_dtype: DType = jnp.float32):
+        self.weight = nnx.Param(jnp.ones((features,), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((features,), param_dtype))
+        self.eps = eps
+        self.dtype = dtype
+
+    def __call__(self, x: Array) -> Array:
+        out_dtype = self.dtype or x.dtype
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        centered = x32 - mean
+        variance = jnp.mean(jnp.square(centered), -1, keepdims=True)
+        normed = centered * jax.lax.rsqrt(variance + self.eps)
+        return (normed * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(out_dtype)
+
+
+def gelu_erf(x: Array) -> Array:
+    return jax.nn.gelu(x, approximate=False)
+
+
+def gelu_tanh(x: Array) -> Array:
+    # OpenAI GPT / GPT-2 use the tanh approximation.
+    return 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": gelu_erf,
+    "gelu_new": gelu_tanh,
+    "gelu_tanh": gelu_tanh,
+    "relu": jax.nn.relu,
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str | Callable) -> Callable[[Array], Array]:
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def dropout(x: Array, rate: float, rng: Array | None) -> Array:
+    """Inverted dropout; identity when ``rng`` is None (evaluation) or ``rate == 0``."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def fold_rng(rng: Array | None, *indices: int) -> Array | None:
+    """A distinct key per call site (layer, sub-layer); None stays None so evaluation needs no keys."""
+    if rng is None:
+        return None
+    for index in indices:
+        rng = jax.random.fold_in(rng, index)
+    return rng
+
+
+def split_heads(x: Array, num_heads: int) -> Array:
+    # [batch, seq, hidden] -> [batch, seq, heads, head_dim]
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def merge_heads(x: Array) -> Array:
+    # [batch, seq, heads, head_dim] -> [batch, seq, hidden]
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    bias: Array | None = None,
+    head_mask: Array | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    return_probs: bool = False,
+) -> tuple[Array, Array | None]:
+    """Scaled dot-product attention over ``[batch, seq, heads, head_dim]`` inputs.
+
+    bias: additive logits bias broadcastable to ``[batch, heads, q_len, kv_len]`` (padding/causal masks).
+    head_mask: ``[heads]`` multipliers applied to the attention probabilities (1 keeps a head, 0 removes it).
+    Returns ``(context [batch, q_len, heads, head_dim], probs [batch, heads, q_len, kv_len] or None)``.
+
+    Without dropout or returned probabilities this calls ``jax.nn.dot_product_attention`` (cuDNN's fused kernel
+    on GPU). A head mask scales whole heads, so it commutes with the value product and is applied to the output.
+    """
+    use_dropout = dropout_rng is not None and dropout_rate > 0.0
+    per_head = None if head_mask is None else head_mask.astype(query.dtype)[:, None]  # [heads, 1]
+    if not (use_dropout or return_probs):
+        context = jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype))
+        if per_head is not None:
+            context = context * per_head
+        return context, None
+
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
+    probs = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
+    probs = dropout(probs, dropout_rate, dropout_rng if use_dropout else None)
+    if per_head is not None:
+        probs = probs * per_head[None, :, :, None]
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    return context, (probs if return_probs else None)
+
+
+def padding_bias(attention_mask: Array, dtype=jnp.float32) -> Array:
+    """``[batch, seq]`` 1/0 mask -> additive ``[batch, 1, 1, seq]`` bias of 0 / -10000 (the reference's value)."""
+    mask = attention_mask.astype(dtype)[:, None, None, :]
+    return (1.0 - mask) * -10000.0
+
+
+def normalize_head_mask(head_mask: Array | None, num_layers: int, num_heads: int) -> Array | None:
+    """``[heads]`` or ``[layers, heads]`` -> ``[layers, heads]`` float mask (None passes through)."""
+    if head_mask is None:
+        return None
+    head_mask = jnp.asarray(head_mask)
+    if head_mask.ndim == 1:
+        head_mask = jnp.broadcast_to(head_mask[None, :], (num_layers, head_mask.shape[0]))
+    if head_mask.shape != (num_layers, num_heads):
+        raise ValueError(
+            f"head_mask has shape {tuple(head_mask.shape)}; expected [{num_heads}] or [{num_layers}, {num_heads}]"
+        )
+    return head_mask.astype(jnp.float32)
+
+
+def cross_entropy(logits: Array, labels: Array, ignore_index: int | None = -100) -> Array:
+    """Mean negative log-likelihood over labels != ignore_index (NaN when none is left, like torch)."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    labels = labels.astype(jnp.int32)
+    valid = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
+    safe_labels = jnp.where(valid, labels, 0)
+    picked = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.sum(valid)
+
+
+def check_ids_in_range(ids: Array, size: int, what: str) -> None:
+    """Raise on ids outside [0, size) when the values are known (outside jit); traced values pass through."""
+    if isinstance(ids, jax.core.Tracer):
+        return
+    values = np.asarray(ids)
+    if values.size == 0:
+        return
+    low, high = values.min(), values.max()
+    if low < 0 or high >= size:
+        bad = int(low) if low < 0 else int(high)
+        raise ValueError(f"{what} {bad} is out of range: the table has {size} rows (valid ids 0..{size - 1})")

@@ -1,0 +1,611 @@
+"""BERT: config, encoder and the eight task models of pytorch-pretrained-bert 0.6.x, in flax.nnx.
+
+Attribute names follow the PyTorch state dict (``bert.encoder.layer.0.attention.self.query.weight``), so weights
+convert by key; see modeling_utils.py. Inputs and outputs follow the 0.6.x docs, including ``output_attentions``,
+``keep_multihead_output`` and ``head_mask`` from its BERTology additions.
+
+Dropout is off until ``model.train()``; training calls then need ``dropout_rng=jax.random.key(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..configuration import PretrainedConfig
+from ..layers import (
+    Array,
+    Embedding,
+    LayerNorm,
+    Linear,
+    activation,
+    attention,
+    cross_entropy,
+    dropout,
+    fold_rng,
+    merge_heads,
+    normalize_head_mask,
+    padding_bias,
+    split_heads,
+)
+from ..modeling_utils import PreTrainedModel
+from ..tf_checkpoints import tf_name_to_torch_key
+
+BERT_PRETRAINED_MODELS = (
+    "bert-base-uncased",
+    "bert-large-uncased",
+    "bert-base-cased",
+    "bert-large-cased",
+    "bert-base-multilingual-uncased",
+    "bert-base-multilingual-cased",
+    "bert-base-chinese",
+    "bert-base-german-cased",
+    "bert-large-uncased-whole-word-masking",
+    "bert-large-cased-whole-word-masking",
+    "bert-large-uncased-whole-word-masking-finetuned-squad",
+    "bert-large-cased-whole-word-masking-finetuned-squad",
+    "bert-base-cased-finetuned-mrpc",
+)
+# The 0.6.x S3 archives are gone; the same checkpoints live on the model hub under the shortcut names.
+PRETRAINED_MODEL_ARCHIVE_MAP = {name: name for name in BERT_PRETRAINED_MODELS}
+
+
+class BertConfig(PretrainedConfig):
+    """BERT hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style)."""
+
+    model_type = "bert"
+
+    def __init__(
+        self,
+        vocab_size_or_config_json_file: int | str | os.PathLike,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        scan_layers: bool = False,
+        remat: bool = False,
+    ):
+        self._init_from_first_argument(
+            vocab_size_or_config_json_file,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            intermediate_size=intermediate_size,
+            hidden_act=hidden_act,
+            hidden_dropout_prob=hidden_dropout_prob,
+            attention_probs_dropout_prob=attention_probs_dropout_prob,
+            max_position_embeddings=max_position_embeddings,
+            type_vocab_size=type_vocab_size,
+            initializer_range=initializer_range,
+            layer_norm_eps=layer_norm_eps,
+            scan_layers=scan_layers,
+            remat=remat,
+        )
+
+
+class _Options:
+    """Construction-time settings every submodule needs (dtypes, init scale, RNG)."""
+
+    def __init__(self, config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype):
+        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
+
+    def linear(self, in_features: int, out_features: int) -> Linear:
+        return Linear(
+            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )
+
+    def embedding(self, rows: int) -> Embedding:
+        return Embedding(
+            rows, self.config.hidden_size, rngs=self.rngs, init_std=self.config.initializer_range,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )
+
+    def layer_norm(self) -> LayerNorm:
+        return LayerNorm(
+            self.config.hidden_size, eps=self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+
+
+# ------------------------------------------------------------------------------------------------------- encoder
+
+
+class BertEmbeddings(nnx.Module):
+    def __init__(self, options: _Options):
+        config = options.config
+        self.word_embeddings = options.embedding(config.vocab_size)
+        self.position_embeddings = options.embedding(config.max_position_embeddings)
+        self.token_type_embeddings = options.embedding(config.type_vocab_size)
+        self.LayerNorm = options.layer_norm()
+        self.dropout_rate = config.hidden_dropout_prob
+
+    def __call__(self, input_ids: Array, token_type_ids: Array | None, rng: Array | None) -> Array:
+        seq_length = input_ids.shape[-1]
+        max_positions = self.position_embeddings.weight.shape[0]
+        if seq_length > max_positions:
+            raise ValueError(f"sequence length {seq_length} exceeds max_position_embeddings={max_positions}")
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        position_ids = jnp.arange(seq_length)
+        embeddings = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings(token_type_ids)
+        )  # [batch, seq, hidden]
+        return dropout(self.LayerNorm(embeddings), self.dropout_rate, rng)
+
+
+class BertSelfAttention(nnx.Module):
+    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+        config = options.config
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
+            )
+        self.num_attention_heads = config.num_attention_heads
+        self.query = options.linear(config.hidden_size, config.hidden_size)
+        self.key = options.linear(config.hidden_size, config.hidden_size)
+        self.value = options.linear(config.hidden_size, config.hidden_size)
+        self.dropout_rate = config.attention_probs_dropout_prob
+        self.keep_multihead_output = keep_multihead_output
+        self.multihead_output = None
+
+    def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
+                 output_attentions: bool) -> tuple[Array, Array | None]:
+        heads = self.num_attention_heads
+        query = split_heads(self.query(hidden), heads)  # [batch, seq, heads, head_dim]
+        key = split_heads(self.key(hidden), heads)
+        value = split_heads(self.value(hidden), heads)
+        context, probs = attention(
+            query, key, value, bias=bias, head_mask=head_mask, dropout_rate=self.dropout_rate,
+            dropout_rng=rng, return_probs=output_attentions,
+        )
+        if self.keep_multihead_output:
+            # The reference keeps [batch, heads, seq, head_dim] for BERTology scripts.
+            self.multihead_output = nnx.Intermediate(jnp.swapaxes(context, 1, 2))
+        return merge_heads(context), probs
+
+
+class BertResidualOutput(nnx.Module):
+    """``LayerNorm(dropout(dense(x)) + residual)``: BertSelfOutput and BertOutput of the reference."""
+
+    def __init__(self, options: _Options, in_features: int):
+        self.dense = options.linear(in_features, options.config.hidden_size)
+        self.LayerNorm = options.layer_norm()
+        self.dropout_rate = options.config.hidden_dropout_prob
+
+    def __call__(self, hidden: Array, residual: Array, rng: Array | None) -> Array:
+        return self.LayerNorm(dropout(self.dense(hidden), self.dropout_rate, rng) + residual)
+
+
+class BertAttention(nnx.Module):
+    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+        self.self = BertSelfAttention(options, keep_multihead_output)
+        self.output = BertResidualOutput(options, options.config.hidden_size)
+
+
+class BertIntermediate(nnx.Module):
+    def __init__(self, options: _Options):
+        self.dense = options.linear(options.config.hidden_size, options.config.intermediate_size)
+        self.act = activation(options.config.hidden_act)
+
+    def __call__(self, hidden: Array) -> Array:
+        return self.act(self.dense(hidden))
+
+
+class BertLayer(nnx.Module):
+    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+        self.attention = BertAttention(options, keep_multihead_output)
+        self.intermediate = BertIntermediate(options)
+        self.output = BertResidualOutput(options, options.config.intermediate_size)
+
+    def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
+                 output_attentions: bool = False) -> tuple[Array, Array | None]:
+        context, probs = self.attention.self(hidden, bias, head_mask, fold_rng(rng, 0), output_attentions)
+        attended = self.attention.output(context, hidden, fold_rng(rng, 1))
+        out = self.output(self.intermediate(attended), attended, fold_rng(rng, 2))
+        return out, probs  # [batch, seq, hidden], [batch, heads, seq, seq] or None
+
+
+class BertEncoder(nnx.Module):
+    """The layer stack: an ``nnx.List`` of layers, or with ``scan_layers`` one layer whose parameters have a
+    leading ``[num_layers]`` axis, run by ``lax.scan`` (compile time independent of depth)."""
+
+    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+        config = options.config
+        self.num_layers = config.num_hidden_layers
+        self.scan_layers = bool(config.scan_layers)
+        self.remat = bool(config.remat)
+        if keep_multihead_output and (self.scan_layers or self.remat):
+            raise ValueError("keep_multihead_output needs scan_layers=False and remat=False")
+        if self.scan_layers:
+            layers = [BertLayer(options) for _ in range(self.num_layers)]
+            graphdef, *_ = nnx.split(layers[0])
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(layer) for layer in layers))
+            self.layer = nnx.merge(graphdef, stacked)
+        else:
+            self.layer = nnx.List([BertLayer(options, keep_multihead_output) for _ in range(self.num_layers)])
+
+    def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
+                 output_all_encoded_layers: bool, output_attentions: bool) -> tuple[list[Array], list[Array]]:
+        def run_layer(layer_state, hidden, layer_head_mask, index):
+            layer = nnx.merge(graphdef, layer_state)
+            return layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
+
+        if self.remat:
+            run_layer = jax.checkpoint(run_layer, prevent_cse=not self.scan_layers)
+
+        if self.scan_layers:
+            graphdef, stacked_state = nnx.split(self.layer)
+
+            def body(hidden, xs):
+                layer_state, layer_head_mask, index = xs
+                hidden, probs = run_layer(layer_state, hidden, layer_head_mask, index)
+                return hidden, (hidden if output_all_encoded_layers else None, probs)
+
+            last, (stacked_hidden, stacked_probs) = jax.lax.scan(
+                body, hidden, (stacked_state, head_mask, jnp.arange(self.num_layers))
+            )
+            all_hidden = list(stacked_hidden) if output_all_encoded_layers else [last]
+            return all_hidden, (list(stacked_probs) if output_attentions else [])
+
+        all_hidden, all_probs = [], []
+        for index, layer in enumerate(self.layer):
+            layer_head_mask = None if head_mask is None else head_mask[index]
+            if self.remat:
+                graphdef, layer_state = nnx.split(layer)
+                hidden, probs = run_layer(layer_state, hidden, layer_head_mask, index)
+            else:
+                hidden, probs = layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
+            all_hidden.append(hidden)
+            all_probs.append(probs)
+        return (all_hidden if output_all_encoded_layers else [hidden]), (all_probs if output_attentions else [])
+
+
+class BertPooler(nnx.Module):
+    def __init__(self, options: _Options):
+        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size)
+
+    def __call__(self, hidden: Array) -> Array:
+        return jnp.tanh(self.dense(hidden[:, 0]))  # [batch, hidden]
+
+
+# --------------------------------------------------------------------------------------------------------- heads
+
+
+class BertPredictionHeadTransform(nnx.Module):
+    def __init__(self, options: _Options):
+        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size)
+        self.act = activation(options.config.hidden_act)
+        self.LayerNorm = options.layer_norm()
+
+    def __call__(self, hidden: Array) -> Array:
+        return self.LayerNorm(self.act(self.dense(hidden)))
+
+
+class BertLMPredictionHead(nnx.Module):
+    """MLM decoder tied to the word embeddings (PyTorch's ``decoder.weight`` is the same tensor) plus a bias."""
+
+    def __init__(self, options: _Options):
+        self.transform = BertPredictionHeadTransform(options)
+        self.bias = nnx.Param(jnp.zeros((options.config.vocab_size,), options.param_dtype))
+
+    def __call__(self, hidden: Array, word_embeddings: Embedding) -> Array:
+        logits = word_embeddings.attend(self.transform(hidden))
+        return logits + self.bias[...].astype(logits.dtype)  # [batch, seq, vocab]
+
+
+class BertHeads(nnx.Module):
+    """``cls`` of the reference: MLM predictions and/or the next-sentence classifier."""
+
+    def __init__(self, options: _Options, masked_lm: bool, next_sentence: bool):
+        self.predictions = BertLMPredictionHead(options) if masked_lm else None
+        self.seq_relationship = options.linear(options.config.hidden_size, 2) if next_sentence else None
+
+
+# -------------------------------------------------------------------------------------------------------- models
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
+    legacy_key_renames = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
+    buffer_key_patterns = (r"(^|\.)embeddings\.position_ids$",)
+    legacy_config_names = ("bert_config.json",)
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
+                 dtype: Any = None, param_dtype: Any = jnp.float32):
+        if not isinstance(config, BertConfig):
+            raise TypeError(f"{type(self).__name__} needs a BertConfig, got {type(config).__name__}")
+        self.config = config
+        self.deterministic = True
+        self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
+
+    def _finish_init(self) -> None:
+        del self._options  # construction helper only; keeps RNG state out of the model's graph
+
+    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
+        if self.deterministic:
+            return None
+        if dropout_rng is None:
+            raise ValueError(
+                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
+                f"or call model.eval() to disable dropout"
+            )
+        return dropout_rng
+
+    def stacked_layers(self) -> dict[str, int]:
+        if not self.config.scan_layers:
+            return {}
+        prefix = "encoder.layer" if isinstance(self, BertModel) else "bert.encoder.layer"
+        return {prefix: self.config.num_hidden_layers}
+
+    @classmethod
+    def torch_keys_from_tf(cls, tf_arrays: dict[str, Any]) -> dict[str, Any]:
+        converted = {}
+        for name, array in tf_arrays.items():
+            key, transpose = tf_name_to_torch_key(name)
+            converted[key] = array.T if transpose else array
+        return converted
+
+
+class BertModel(BertPreTrainedModel):
+    """Returns ``(encoded_layers, pooled_output)``, preceded by the attentions with ``output_attentions``.
+
+    encoded_layers: the list of every layer's ``[batch, seq, hidden]`` output, or only the last one with
+    ``output_all_encoded_layers=False``. pooled_output: ``[batch, hidden]``.
+    """
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        self.embeddings = BertEmbeddings(self._options)
+        self.encoder = BertEncoder(self._options, keep_multihead_output)
+        self.pooler = BertPooler(self._options)
+        self._finish_init()
+
+    def __call__(self, input_ids: Array, token_type_ids: Array | None = None, attention_mask: Array | None = None,
+                 output_all_encoded_layers: bool = True, head_mask: Array | None = None, *,
+                 dropout_rng: Array | None = None):
+        input_ids = jnp.asarray(input_ids)
+        rng = self._dropout_key(dropout_rng)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        dtype = self.embeddings.word_embeddings.dtype or jnp.float32
+        bias = padding_bias(jnp.asarray(attention_mask), dtype)  # [batch, 1, 1, seq]
+        head_mask = normalize_head_mask(head_mask, self.config.num_hidden_layers, self.config.num_attention_heads)
+        hidden = self.embeddings(input_ids, None if token_type_ids is None else jnp.asarray(token_type_ids),
+                                 fold_rng(rng, 0))
+        encoded, attentions = self.encoder(hidden, bias, head_mask, fold_rng(rng, 1),
+                                           output_all_encoded_layers, self.output_attentions)
+        pooled = self.pooler(encoded[-1])
+        encoded_layers = encoded if output_all_encoded_layers else encoded[-1]
+        if self.output_attentions:
+            return attentions, encoded_layers, pooled
+        return encoded_layers, pooled
+
+    def get_multihead_outputs(self) -> list[Array | None]:
+        """Per layer, the ``[batch, heads, seq, head_dim]`` attention context of the last call
+        (needs ``keep_multihead_output=True``)."""
+        return [
+            None if layer.attention.self.multihead_output is None else layer.attention.self.multihead_output[...]
+            for layer in self.encoder.layer
+        ]
+
+
+class _BertWithBase(BertPreTrainedModel):
+    """Head models: ``self.bert`` plus task layers; hidden dropout before classifiers as in the reference."""
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        self.bert = BertModel(config, output_attentions, keep_multihead_output, rngs=self._options.rngs,
+                              dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+
+    def _encode(self, input_ids, token_type_ids, attention_mask, head_mask, dropout_rng, all_layers=False):
+        rng = self._dropout_key(dropout_rng)
+        outputs = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=all_layers,
+                            head_mask=head_mask, dropout_rng=fold_rng(rng, 0))
+        attentions = outputs[0] if self.output_attentions else None
+        sequence, pooled = outputs[-2], outputs[-1]
+        return attentions, sequence, pooled, fold_rng(rng, 1)
+
+    def _outputs(self, attentions, *outputs):
+        if self.output_attentions:
+            return (attentions, *outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_multihead_outputs(self) -> list[Array | None]:
+        return self.bert.get_multihead_outputs()
+
+
+class BertForPreTraining(_BertWithBase):
+    """Masked-LM and next-sentence heads. With both label sets returns the summed loss, else
+    ``(prediction_scores [batch, seq, vocab], seq_relationship_score [batch, 2])``."""
+
+    tied_torch_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
+        self.cls = BertHeads(self._options, masked_lm=True, next_sentence=True)
+        self._finish_init()
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
+                 next_sentence_label=None, head_mask=None, *, dropout_rng=None):
+        attentions, sequence, pooled, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask,
+                                                       dropout_rng)
+        prediction_scores = self.cls.predictions(sequence, self.bert.embeddings.word_embeddings)
+        seq_relationship_score = self.cls.seq_relationship(pooled)
+        if masked_lm_labels is not None and next_sentence_label is not None:
+            return (cross_entropy(prediction_scores, jnp.asarray(masked_lm_labels), ignore_index=-1)
+                    + cross_entropy(seq_relationship_score, jnp.asarray(next_sentence_label), ignore_index=-1))
+        return self._outputs(attentions, prediction_scores, seq_relationship_score)
+
+
+class BertForMaskedLM(_BertWithBase):
+    """Masked-LM head; loss ignores label -1. Returns ``prediction_scores [batch, seq, vocab]`` or the loss."""
+
+    tied_torch_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
+        self.cls = BertHeads(self._options, masked_lm=True, next_sentence=False)
+        self._finish_init()
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None, head_mask=None,
+                 *, dropout_rng=None):
+        attentions, sequence, _, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        prediction_scores = self.cls.predictions(sequence, self.bert.embeddings.word_embeddings)
+        if masked_lm_labels is not None:
+            return cross_entropy(prediction_scores, jnp.asarray(masked_lm_labels), ignore_index=-1)
+        return self._outputs(attentions, prediction_scores)
+
+
+class BertForNextSentencePrediction(_BertWithBase):
+    """Next-sentence head: ``seq_relationship_score [batch, 2]`` or the loss (ignore index -1)."""
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
+        self.cls = BertHeads(self._options, masked_lm=False, next_sentence=True)
+        self._finish_init()
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None,
+                 head_mask=None, *, dropout_rng=None):
+        attentions, _, pooled, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        seq_relationship_score = self.cls.seq_relationship(pooled)
+        if next_sentence_label is not None:
+            return cross_entropy(seq_relationship_score, jnp.asarray(next_sentence_label), ignore_index=-1)
+        return self._outputs(attentions, seq_relationship_score)
+
+
+class _BertClassifier(_BertWithBase):
+    """Dropout + linear classifier over the pooled or per-token output."""
+
+    def __init__(self, config: BertConfig, num_outputs: int, output_attentions: bool = False,
+                 keep_multihead_output: bool = False, **kwargs: Any):
+        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
+        self.classifier = self._options.linear(config.hidden_size, num_outputs)
+        self._finish_init()
+
+    def _classify(self, features: Array, rng: Array | None) -> Array:
+        return self.classifier(dropout(features, self.config.hidden_dropout_prob, rng))
+
+
+class BertForSequenceClassification(_BertClassifier):
+    """``logits [batch, num_labels]`` from the pooled output, or the cross-entropy loss given ``labels``."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
+                 keep_multihead_output: bool = False, **kwargs: Any):
+        self.num_labels = num_labels
+        super().__init__(config, num_labels, output_attentions, keep_multihead_output, **kwargs)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
+                 dropout_rng=None):
+        attentions, _, pooled, rng = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        logits = self._classify(pooled, rng)
+        if labels is not None:
+            return cross_entropy(logits.reshape(-1, self.num_labels), jnp.asarray(labels).reshape(-1))
+        return self._outputs(attentions, logits)
+
+
+class BertForMultipleChoice(_BertClassifier):
+    """Inputs ``[batch, num_choices, seq]``; ``logits [batch, num_choices]`` or the loss given ``labels``."""
+
+    def __init__(self, config: BertConfig, num_choices: int = 2, output_attentions: bool = False,
+                 keep_multihead_output: bool = False, **kwargs: Any):
+        self.num_choices = num_choices
+        super().__init__(config, 1, output_attentions, keep_multihead_output, **kwargs)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
+                 dropout_rng=None):
+        def flat(x):
+            return None if x is None else jnp.asarray(x).reshape(-1, jnp.shape(x)[-1])
+
+        attentions, _, pooled, rng = self._encode(flat(input_ids), flat(token_type_ids), flat(attention_mask),
+                                                  head_mask, dropout_rng)
+        logits = self._classify(pooled, rng).reshape(-1, self.num_choices)
+        if labels is not None:
+            return cross_entropy(logits, jnp.asarray(labels).reshape(-1))
+        return self._outputs(attentions, logits)
+
+
+class BertForTokenClassification(_BertClassifier):
+    """``logits [batch, seq, num_labels]`` or the loss over positions where ``attention_mask == 1``."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
+                 keep_multihead_output: bool = False, **kwargs: Any):
+        self.num_labels = num_labels
+        super().__init__(config, num_labels, output_attentions, keep_multihead_output, **kwargs)
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
+                 dropout_rng=None):
+        attentions, sequence, _, rng = self._encode(input_ids, token_type_ids, attention_mask, head_mask,
+                                                    dropout_rng)
+        logits = self._classify(sequence, rng)
+        if labels is not None:
+            labels = jnp.asarray(labels)
+            if attention_mask is not None:
+                labels = jnp.where(jnp.asarray(attention_mask) == 1, labels, -100)
+            return cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1), ignore_index=-100)
+        return self._outputs(attentions, logits)
+
+
+class BertForQuestionAnswering(_BertWithBase):
+    """Span start/end ``logits [batch, seq]`` each, or the mean of the start and end losses.
+
+    Positions outside the sequence are clamped to ``seq`` and ignored, as in the reference.
+    """
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
+        self.qa_outputs = self._options.linear(config.hidden_size, 2)
+        self._finish_init()
+
+    def __call__(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None,
+                 end_positions=None, head_mask=None, *, dropout_rng=None):
+        attentions, sequence, _, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        logits = self.qa_outputs(sequence)  # [batch, seq, 2]
+        start_logits, end_logits = logits[..., 0], logits[..., 1]
+        if start_positions is not None and end_positions is not None:
+            ignored = start_logits.shape[1]
+
+            def positions(x):
+                x = jnp.asarray(x)
+                return jnp.clip(x.reshape(x.shape[0]) if x.ndim > 1 else x, 0, ignored)
+
+            start_loss = cross_entropy(start_logits, positions(start_positions), ignore_index=ignored)
+            end_loss = cross_entropy(end_logits, positions(end_positions), ignore_index=ignored)
+            return (start_loss + end_loss) / 2
+        return self._outputs(attentions, start_logits, end_logits)
+
+
+__all__: Sequence[str] = (
+    "BertConfig",
+    "BertModel",
+    "BertForPreTraining",
+    "BertForMaskedLM",
+    "BertForNextSentencePrediction",
+    "BertForSequenceClassification",
+    "BertForMultipleChoice",
+    "BertForTokenClassification",
+    "BertForQuestionAnswering",
+    "PRETRAINED_MODEL_ARCHIVE_MAP",
+)
