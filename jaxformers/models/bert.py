@@ -159,7 +159,7 @@ class BertSelfAttention(nnx.Module):
         self.value = options.linear(config.hidden_size, config.hidden_size)
         self.dropout_rate = config.attention_probs_dropout_prob
         self.keep_multihead_output = keep_multihead_output
-        self.multihead_output = None
+        self.multihead_output = nnx.data(None)
 
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
                  output_attentions: bool) -> tuple[Array, Array | None]:
