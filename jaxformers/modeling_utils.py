@@ -235,6 +235,27 @@ class PreTrainedModel(nnx.Module):
 
     config: PretrainedConfig
 
+    # ------------------------------------------------------------------------------------- construction helpers
+    def _check_config(self, config: PretrainedConfig) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.config = config
+        # nnx's model.train() / model.eval() flip this attribute on every module that has it.
+        self.deterministic = True
+
+    def _dropout_key(self, dropout_rng: jax.Array | None) -> jax.Array | None:
+        """None in evaluation mode; in training mode the caller's key, which must be given."""
+        if self.deterministic:
+            return None
+        if dropout_rng is None:
+            raise ValueError(
+                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
+                f"or call model.eval() to disable dropout"
+            )
+        return dropout_rng
+
     # -------------------------------------------------------------------------------------------- conversion
     def stacked_layers(self) -> dict[str, int]:
         """Prefixes of scanned layer stacks and their depth; overridden by models that support scan_layers."""

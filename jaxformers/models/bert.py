@@ -327,24 +327,11 @@ class BertPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
                  dtype: Any = None, param_dtype: Any = jnp.float32):
-        if not isinstance(config, BertConfig):
-            raise TypeError(f"{type(self).__name__} needs a BertConfig, got {type(config).__name__}")
-        self.config = config
-        self.deterministic = True
+        self._check_config(config)
         self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
 
     def _finish_init(self) -> None:
         del self._options  # construction helper only; keeps RNG state out of the model's graph
-
-    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
-        if self.deterministic:
-            return None
-        if dropout_rng is None:
-            raise ValueError(
-                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
-                f"or call model.eval() to disable dropout"
-            )
-        return dropout_rng
 
     def stacked_layers(self) -> dict[str, int]:
         if not self.config.scan_layers:
