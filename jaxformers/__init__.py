@@ -15,3 +15,16 @@ from .models.bert import (
     BertModel,
 )
 from .tokenizers.bert import BasicTokenizer, BertTokenizer, WordpieceTokenizer
+from .optimization import (
+    SCHEDULES,
+    BertAdam,
+    ConstantLR,
+    OpenAIAdam,
+    WarmupConstantSchedule,
+    WarmupCosineSchedule,
+    WarmupCosineWithHardRestartsSchedule,
+    WarmupCosineWithWarmupRestartsSchedule,
+    WarmupLinearSchedule,
+    get_schedule,
+    weight_decay_mask,
+)

@@ -99,10 +99,11 @@ class LRSchedule:
         """Learning-rate multiplier at ``step`` (0-based count of updates already done).
 
         Python/NumPy numbers give a Python float (or NumPy array) computed in float64, like the reference;
-        jax arrays and tracers give a float32 jax array. Warns once if training runs past ``t_total``.
+        jax arrays and tracers give a float32 jax array. Warns once (the reference warns at every step) if
+        training runs past ``t_total``, except under ``jax.jit`` where the step is not known on the host.
         """
         if not _runs_on_host(step):
-            return self._traced_multiplier(step, warn=not nowarn)
+            return self._jnp_multiplier(step, warn=not nowarn)
         if self.t_total < 0:
             return 1.0 if np.ndim(step) == 0 else np.ones(np.shape(step))
         progress = np.asarray(step, dtype=np.float64) / self.t_total
@@ -122,30 +123,30 @@ class LRSchedule:
     # ---- the optax schedule API ---------------------------------------------------------------------
 
     def __call__(self, count: ScheduleInput) -> jax.Array:
-        """optax schedule: step count (int array, may be traced) -> float32 multiplier."""
-        return self._traced_multiplier(count, warn=True)
+        """optax schedule: step count (int array, may be traced) -> float32 multiplier.
+
+        Running past ``t_total`` is reported (once) only for concrete values, not under ``jax.jit``;
+        call ``get_lr(step)`` from the Python training loop to get the warning there.
+        """
+        return self._jnp_multiplier(count, warn=True)
 
     # ---- internals -----------------------------------------------------------------------------------
 
     def _multiplier(self, progress: Any, xp: Any) -> Any:
         raise NotImplementedError
 
-    def _traced_multiplier(self, step: ScheduleInput, warn: bool) -> jax.Array:
+    def _jnp_multiplier(self, step: ScheduleInput, warn: bool) -> jax.Array:
         step = jnp.asarray(step)
         dtype = step.dtype if jnp.issubdtype(step.dtype, jnp.floating) else jnp.float32
         if self.t_total < 0:
             return jnp.ones(step.shape, dtype)
         progress = step.astype(dtype) / jnp.asarray(self.t_total, dtype)
         multiplier = self._multiplier(progress, jnp)
-        if warn and self.warn_t_total:
-            # The host callback runs only inside the (rarely taken) branch, so a normal step pays for one
-            # scalar compare; under vmap the cond becomes a select and the host side re-checks progress.
-            past_end = jnp.any(progress > 1.0)
-            jax.lax.cond(
-                past_end,
-                lambda: jax.debug.callback(self._warn_if_past_t_total, progress, multiplier),
-                lambda: None,
-            )
+        # Inside jit there is no warning: a jax.debug.callback, even in a never-taken lax.cond branch,
+        # made a jitted BertAdam update several times slower on CPU (see docs/optimization.md).
+        # Concrete arrays (eager code) are checked on the host.
+        if warn and self.warn_t_total and not isinstance(progress, jax.core.Tracer):
+            self._warn_if_past_t_total(np.asarray(progress), np.asarray(multiplier))
         return multiplier
 
     def _warn_if_past_t_total(self, progress: Any, multiplier: Any) -> None:
@@ -376,8 +377,12 @@ def _shrink_stepped_params(
         def decay(update: jax.Array, param: jax.Array) -> jax.Array:
             if param.ndim <= 1 and not vector_l2:
                 return update
+            # Round like the reference (new params first, then shrink them) and only then take the
+            # difference: it is exact while old and new params are within 2x of each other, so
+            # apply_updates lands on the reference's float32 value instead of drifting by an ulp a step.
             stepped = param + update
-            return update - rate.astype(update.dtype) * stepped
+            shrunk = stepped - rate.astype(update.dtype) * stepped
+            return shrunk - param
 
         new_updates = jax.tree.map(decay, updates, params)
         return new_updates, _CountState(count=optax.safe_increment(state.count))
