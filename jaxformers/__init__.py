@@ -28,3 +28,11 @@ from .optimization import (
     get_schedule,
     weight_decay_mask,
 )
+from .tokenizers.transfo_xl import (
+    LMMultiFileIterator,
+    LMOrderedIterator,
+    LMShuffledIterator,
+    TransfoXLCorpus,
+    TransfoXLTokenizer,
+    UnsafePickleError,
+)

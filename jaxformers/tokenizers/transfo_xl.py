@@ -178,12 +178,13 @@ for _core_name in ("numpy.core", "numpy._core"):
     _SAFE_GLOBALS[(f"{_core_name}.numeric", "_frombuffer")] = _numpy_core("numeric._frombuffer")
 for _storage_name, _dtype in _TORCH_STORAGE_DTYPES.items():
     _SAFE_GLOBALS[("torch", _storage_name)] = _StorageType(_storage_name, _dtype)
+del _module, _name, _core_name, _storage_name, _dtype
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only whitelisted plain-data globals and torch storage references.
 
-    `storage_loader(key, storage)` fills storages whose bytes are available while unpickling (zip format);
+    `storage_loader(storage)` fills storages whose bytes are available while unpickling (zip format);
     without it storages stay empty and tensors come back as `_PendingTensor` (legacy format).
     """
 
@@ -326,7 +327,7 @@ def load_pickled_data(path: str | os.PathLike) -> Any:
         return _load_torch_zip(path)
     with open(path, "rb") as stream:
         first = _RestrictedUnpickler(stream, path).load()
-        if first == _TORCH_MAGIC_NUMBER and isinstance(first, int) and not isinstance(first, bool):
+        if isinstance(first, int) and first == _TORCH_MAGIC_NUMBER:
             return _load_torch_legacy(stream, path)
         return first
 
@@ -636,7 +637,8 @@ def _check_state_value(key: str, value: Any, source: str) -> Any:
             raise fail("a mapping of symbol -> count")
         return Counter(value)
     if key == "sym2idx":
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, int) for k, v in value.items()):
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in value.items()):
             raise fail("a mapping of symbol -> index")
         return OrderedDict(value)
     if key in ("idx2sym", "special"):
@@ -754,7 +756,8 @@ class LMOrderedIterator:
         begin = max(0, i - self.ext_len)
         data = self.data[begin : i + seq_len]  # [ext + seq_len, bsz]
         target = self.data[i + 1 : i + 1 + seq_len]  # [seq_len, bsz]
-        return np.ascontiguousarray(data.T), np.ascontiguousarray(target.T), seq_len
+        # Copies: for bsz == 1 the transposes would otherwise be views into self.data.
+        return data.T.copy(), target.T.copy(), seq_len
 
     def get_fixlen_iter(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         for i in range(start, self.data.shape[0] - 1, self.bptt):
@@ -825,7 +828,8 @@ class LMShuffledIterator:
                         n_filled += n_new
                 except StopIteration:
                     return
-            yield np.ascontiguousarray(data.T), np.ascontiguousarray(target.T), self.bptt
+            # Copies, as the buffers are refilled for the next batch (0.6.x yields views of them when bsz == 1).
+            yield data.T.copy(), target.T.copy(), self.bptt
 
             # The last ext_len steps of this batch are extended context in front of the next one
             # (0.6.x copies them in place, which torch refuses once ext_len > half the batch length).
