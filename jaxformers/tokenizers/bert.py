@@ -115,9 +115,11 @@ _ASCII_DELETE_TABLE = {cp: None for cp in range(128) if is_control(chr(cp))}
 _ASCII_CONTROL_RE = re.compile("[" + "".join(re.escape(chr(cp)) for cp in _ASCII_DELETE_TABLE) + "]")
 
 # Per-character verdicts for non-ASCII text, learnt lazily: characters known to need nothing, and the
-# replacement ("" or " x ") for those that do. Both only grow; a few thousand entries in practice.
+# replacement ("" or " x ") for those that do. A few thousand entries in practice; capped so that adversarial
+# input (every code point) cannot grow them without bound, past which verdicts are recomputed per call.
 _CHARS_KEPT: set[str] = set()
 _CHAR_REPLACEMENTS: dict[str, str] = {}
+_MAX_REMEMBERED_CHARS = 1 << 16
 
 
 def _replacement_for(char: str) -> str | None:
@@ -135,6 +137,8 @@ def clean_text(text: str) -> str:
     Splitting the result with ``str.split`` gives the same words as the reference's ``_clean_text`` followed
     by ``_tokenize_chinese_chars`` and ``whitespace_tokenize``.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text to tokenize must be a str, got {type(text).__name__}")
     if text.isascii():
         # Common case: nothing to delete in ordinary prose, so a C-level scan decides.
         if _ASCII_CONTROL_RE.search(text) is None:
@@ -146,9 +150,11 @@ def clean_text(text: str) -> str:
         if replacement is None:
             replacement = _replacement_for(char)
             if replacement is None:
-                _CHARS_KEPT.add(char)
+                if len(_CHARS_KEPT) < _MAX_REMEMBERED_CHARS:
+                    _CHARS_KEPT.add(char)
                 continue
-            _CHAR_REPLACEMENTS[char] = replacement
+            if len(_CHAR_REPLACEMENTS) < _MAX_REMEMBERED_CHARS:
+                _CHAR_REPLACEMENTS[char] = replacement
         table[ord(char)] = replacement
     return text.translate(table) if table else text
 
@@ -324,6 +330,8 @@ class WordpieceTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of each whitespace-separated word of `text` (already basic-tokenized)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text to tokenize must be a str, got {type(text).__name__}")
         tokens: list[str] = []
         word_pieces = self.word_pieces
         for word in text.split():
@@ -438,8 +446,8 @@ class BertTokenizer:
         """
         if not os.path.isfile(vocab_file):
             raise ValueError(
-                f"Can't find a vocabulary file at path {os.fspath(vocab_file)!r}. To load a pretrained "
-                "vocabulary by name, use `BertTokenizer.from_pretrained(name)`."
+                f"vocabulary file {os.fspath(vocab_file)!r} does not exist or is not a file (to load a "
+                "pretrained vocabulary by name, use `BertTokenizer.from_pretrained(name)`)"
             )
         self.vocab = load_vocab(vocab_file)
         self.ids_to_tokens: collections.OrderedDict[int, str] = collections.OrderedDict(
