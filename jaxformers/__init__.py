@@ -14,7 +14,25 @@ from .models.bert import (
     BertForTokenClassification,
     BertModel,
 )
+from .models.gpt2 import (
+    GPT2Cache,
+    GPT2Config,
+    GPT2DoubleHeadsModel,
+    GPT2LMHeadModel,
+    GPT2Model,
+    GPT2PreTrainedModel,
+)
+from .models.openai_gpt import (
+    OpenAIGPTConfig,
+    OpenAIGPTDoubleHeadsModel,
+    OpenAIGPTLMHeadModel,
+    OpenAIGPTModel,
+    OpenAIGPTPreTrainedModel,
+)
+from .generation import Generator, filter_logits, generate, top_k_filter, top_p_filter
 from .tokenizers.bert import BasicTokenizer, BertTokenizer, WordpieceTokenizer
+from .tokenizers.gpt2 import GPT2Tokenizer
+from .tokenizers.openai_gpt import OpenAIGPTTokenizer
 from .optimization import (
     SCHEDULES,
     BertAdam,

@@ -5,6 +5,10 @@ path join plus a per-parameter layout transform. A parameter's ``torch_layout`` 
 the PyTorch tensor: ``"transpose"`` for nn.Linear weights (we keep ``[in, out]`` so the hot path is ``x @ w``),
 absent when the layouts agree (embeddings, LayerNorm, GPT-2's Conv1D which is already ``[in, out]``).
 
+Parameters also record how they were initialised (``init`` metadata: ``("normal", std)`` or
+``("constant", value)``), so ``from_pretrained`` can build a model abstractly and materialise only the few
+parameters a checkpoint lacks.
+
 Dropout is functional: callers pass a PRNG key (or None for evaluation) instead of holding RNG state in modules, so
 the same layer code works unrolled, under ``lax.scan`` and under ``jax.checkpoint``.
 """
@@ -48,9 +52,10 @@ class Linear(nnx.Module):
     ):
         metadata = {"torch_layout": torch_layout} if torch_layout else {}
         self.weight = nnx.Param(
-            normal_init(init_std)(rngs.params(), (in_features, out_features), param_dtype), **metadata
+            normal_init(init_std)(rngs.params(), (in_features, out_features), param_dtype),
+            init=("normal", init_std), **metadata,
         )
-        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), init=("constant", 0.0)) if use_bias else None
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
@@ -75,7 +80,9 @@ class Embedding(nnx.Module):
         dtype: DType = None,
         param_dtype: DType = jnp.float32,
     ):
-        self.weight = nnx.Param(normal_init(init_std)(rngs.params(), (num_embeddings, features), param_dtype))
+        self.weight = nnx.Param(
+            normal_init(init_std)(rngs.params(), (num_embeddings, features), param_dtype), init=("normal", init_std)
+        )
         self.dtype = dtype
 
     def __call__(self, ids: Array) -> Array:
@@ -97,8 +104,8 @@ class LayerNorm(nnx.Module):
     """LayerNorm with statistics in float32 whatever the compute dtype (bf16 variance is too coarse)."""
 
     def __init__(self, features: int, *, eps: float = 1e-12, dtype: DType = None, param_dtype: DType = jnp.float32):
-        self.weight = nnx.Param(jnp.ones((features,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((features,), param_dtype))
+        self.weight = nnx.Param(jnp.ones((features,), param_dtype), init=("constant", 1.0))
+        self.bias = nnx.Param(jnp.zeros((features,), param_dtype), init=("constant", 0.0))
         self.eps = eps
         self.dtype = dtype
 
@@ -248,3 +255,14 @@ def check_ids_in_range(ids: Array, size: int, what: str) -> None:
     if low < 0 or high >= size:
         bad = int(low) if low < 0 else int(high)
         raise ValueError(f"{what} {bad} is out of range: the table has {size} rows (valid ids 0..{size - 1})")
+
+
+def causal_bias(query_length: int, key_length: int, masked_value: float = -1e4, dtype=jnp.float32) -> Array:
+    """Additive causal bias ``[1, 1, query_length, key_length]`` (0 where allowed, ``masked_value`` elsewhere).
+
+    The queries are the last ``query_length`` of ``key_length`` positions (earlier keys come from a cache), so
+    query ``i`` sees keys ``0 .. key_length - query_length + i``.
+    """
+    offset = key_length - query_length
+    allowed = jnp.arange(key_length)[None, :] <= (jnp.arange(query_length)[:, None] + offset)
+    return jnp.where(allowed, 0.0, masked_value).astype(dtype)[None, None]

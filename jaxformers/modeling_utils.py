@@ -136,6 +136,8 @@ class ParamSpec:
     shape: tuple[int, ...]  # our shape
     dtype: Any
     torch_layout: str | None
+    init: tuple | None = None  # ("normal", std) or ("constant", value): how to materialise it without a model
+    abstract: bool = False  # built by nnx.eval_shape: no value yet
 
 
 def _path_key(path: tuple) -> str:
@@ -159,15 +161,17 @@ def param_specs(model: nnx.Module) -> dict[str, ParamSpec]:
     specs: dict[str, ParamSpec] = {}
     for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         key = _path_key(path)
-        layout = param.get_metadata().get("torch_layout")
+        metadata = param.get_metadata()
+        layout, init = metadata.get("torch_layout"), metadata.get("init")
+        abstract = isinstance(param.get_value(), jax.ShapeDtypeStruct)
         split = _split_stacked(key, stacked)
         if split is None:
-            specs[key] = ParamSpec(key, tuple(param.shape), param.dtype, layout)
+            specs[key] = ParamSpec(key, tuple(param.shape), param.dtype, layout, init, abstract)
         else:
             prefix, rest = split
             for index in range(stacked[prefix]):
                 name = f"{prefix}.{index}.{rest}"
-                specs[name] = ParamSpec(name, tuple(param.shape[1:]), param.dtype, layout)
+                specs[name] = ParamSpec(name, tuple(param.shape[1:]), param.dtype, layout, init, abstract)
     return specs
 
 
@@ -234,6 +238,8 @@ class PreTrainedModel(nnx.Module):
     legacy_config_names: ClassVar[tuple[str, ...]] = ()
 
     config: PretrainedConfig
+    # Seed for parameters a checkpoint lacks when from_pretrained built the model abstractly.
+    _init_seed: int = 0
 
     # ------------------------------------------------------------------------------------- construction helpers
     def _check_config(self, config: PretrainedConfig) -> None:
@@ -317,6 +323,7 @@ class PreTrainedModel(nnx.Module):
                 f"strict load of {source} into {type(self).__name__} failed: "
                 f"missing keys {report.missing_keys}, unexpected keys {report.unexpected_keys}"
             )
+        values.update(_materialize_abstract(specs, report.missing_keys, self._init_seed))
         assign_per_layer_params(self, values)
         if report.missing_keys:
             logger.warning(
@@ -381,18 +388,23 @@ class PreTrainedModel(nnx.Module):
             config = cls._load_config(directory)
             if config_overrides:
                 config.update(config_overrides)
-            model = cls(config, *inputs, **kwargs)
             if state_dict is not None:
-                report = model.load_state_dict(state_dict, strict=strict, source="the given state_dict")
+                arrays, layout, source = state_dict, "torch", "the given state_dict"
             elif from_tf:
                 from .tf_checkpoints import read_tf_checkpoint
 
-                report = model.load_state_dict(
-                    model.torch_keys_from_tf(read_tf_checkpoint(weights_path)), strict=strict, source=weights_path
-                )
+                arrays, layout, source = cls.torch_keys_from_tf(read_tf_checkpoint(weights_path)), "torch", weights_path
             else:
                 reader, layout = _WEIGHT_READERS[os.path.basename(weights_path)]
-                report = model.load_state_dict(reader(weights_path), layout=layout, strict=strict, source=weights_path)
+                arrays, source = reader(weights_path), weights_path
+            # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
+            model = nnx.eval_shape(lambda: cls(config, *inputs, **kwargs))
+            model._init_seed = int(kwargs.get("seed", 0))
+            try:
+                report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
+            except _NeedsConcreteModel:
+                model = cls(config, *inputs, **kwargs)
+                report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
         return (model, report.as_dict()) if output_loading_info else model
 
     @classmethod
@@ -460,6 +472,30 @@ def _as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         return _torch_to_numpy(value)
     return np.asarray(value)
+
+
+class _NeedsConcreteModel(Exception):
+    """An abstract (eval_shape) model lacks weights that cannot be initialised from metadata alone."""
+
+
+def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], seed: int) -> dict[str, np.ndarray]:
+    """Initial values for missing parameters of an abstract model, drawn with numpy (no XLA compilation)."""
+    rng = np.random.default_rng(seed)
+    values = {}
+    for key in missing:
+        spec = specs[key]
+        if not spec.abstract:
+            continue
+        if spec.init is None:
+            raise _NeedsConcreteModel(key)
+        kind, scale = spec.init
+        if kind == "normal":
+            values[key] = (rng.standard_normal(spec.shape, np.float32) * np.float32(scale))
+        elif kind == "constant":
+            values[key] = np.full(spec.shape, scale, np.float32)
+        else:
+            raise _NeedsConcreteModel(key)
+    return values
 
 
 class _resolved_directory:

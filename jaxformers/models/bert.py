@@ -299,7 +299,7 @@ class BertLMPredictionHead(nnx.Module):
 
     def __init__(self, options: _Options):
         self.transform = BertPredictionHeadTransform(options)
-        self.bias = nnx.Param(jnp.zeros((options.config.vocab_size,), options.param_dtype))
+        self.bias = nnx.Param(jnp.zeros((options.config.vocab_size,), options.param_dtype), init=("constant", 0.0))
 
     def __call__(self, hidden: Array, word_embeddings: Embedding) -> Array:
         logits = word_embeddings.attend(self.transform(hidden))

@@ -284,8 +284,12 @@ class BPETokenizerBase:
         return write_vocabulary(vocab_path, self.encoder, self.bpe_ranks, self.special_tokens)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                        **kwargs: Any):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ):
         """Build a tokenizer from a shortcut name (downloaded once into the cache) or a directory.
 
         A directory holds vocab.json and merges.txt, and optionally special_tokens.txt (used unless

@@ -1,0 +1,711 @@
+"""OpenAI GPT-2 (config, base model, LM head, double heads) and the transformer blocks shared with OpenAI GPT.
+
+Attribute names follow the PyTorch state dict (``transformer.h.0.attn.c_attn.weight``). GPT's ``Conv1D`` already
+stores its weight as ``[in, out]``, which is our ``Linear`` layout, so those weights load without a transpose
+(``torch_layout=None``) and the forward pass is a plain ``x @ w``.
+
+Inputs are ``[d_1, ..., d_n, seq]`` (flattened to ``[batch, seq]`` inside, as in the reference); ``presents``
+keep the reference layout, one ``[2, batch, heads, seq, head_dim]`` array (keys, values) per layer, with the
+leading dimensions flattened into ``batch``. Dropout is off until ``model.train()``; training calls then need
+``dropout_rng=jax.random.key(...)``.
+
+Static KV cache for compiled decoding (``GPT2LMHeadModel``)::
+
+    cache = model.init_cache(batch_size, max_length, dtype=None)
+        -> GPT2Cache(key, value, index): key/value ``[layers, batch, max_length, heads, head_dim]`` zeros,
+           index an int32 scalar, the number of slots already written.
+    logits, cache = model.decode_step(input_ids, cache, *, attention_mask, position_ids)
+        input_ids ``[batch, n]`` (the prompt block, or one new token), attention_mask ``[batch, max_length]``
+        (1 for slots holding real tokens, 0 for padding; unwritten slots may hold either), position_ids
+        ``[batch, n]``. Writes the new keys/values to slots ``[index, index + n)``, lets the query in slot ``s``
+        attend to unmasked slots ``<= s``, and returns float32 ``logits [batch, n, vocab]`` and the cache with
+        ``index + n``. Shapes are static, so the step compiles once per ``n`` under ``jax.jit``; writing past
+        ``max_length`` is an error outside jit (under jit the write would be clamped, so size the cache).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, ClassVar, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..configuration import PretrainedConfig
+from ..layers import (
+    Array,
+    Embedding,
+    LayerNorm,
+    Linear,
+    activation,
+    attention,
+    causal_bias,
+    check_ids_in_range,
+    cross_entropy,
+    dropout,
+    fold_rng,
+    merge_heads,
+    normalize_head_mask,
+    split_heads,
+)
+from ..modeling_utils import PreTrainedModel
+
+# The 0.6.x S3 archives are gone; the same checkpoints live on the model hub under the shortcut names.
+PRETRAINED_MODEL_ARCHIVE_MAP = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium"}
+
+# GPT-2 fills masked attention logits with -1e4 (OpenAI GPT with -1e9); after the softmax both are exact zeros.
+GPT2_MASKED_LOGIT = -1e4
+
+
+class GPT2Config(PretrainedConfig):
+    """GPT-2 hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style).
+
+    Dropout rates are those of pytorch-pretrained-bert's master branch (0.6.2's GPT-2 had no dropout); they only
+    act in training mode. ``n_vocab`` (OpenAI's ``hparams.json``) is read as ``vocab_size``.
+    """
+
+    model_type = "gpt2"
+    key_aliases = {"n_vocab": "vocab_size"}
+
+    def __init__(
+        self,
+        vocab_size_or_config_json_file: int | str | os.PathLike = 50257,
+        n_positions: int = 1024,
+        n_ctx: int = 1024,
+        n_embd: int = 768,
+        n_layer: int = 12,
+        n_head: int = 12,
+        resid_pdrop: float = 0.1,
+        embd_pdrop: float = 0.1,
+        attn_pdrop: float = 0.1,
+        layer_norm_epsilon: float = 1e-5,
+        initializer_range: float = 0.02,
+        scan_layers: bool = False,
+        remat: bool = False,
+    ):
+        self._init_from_first_argument(
+            vocab_size_or_config_json_file,
+            n_positions=n_positions,
+            n_ctx=n_ctx,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=resid_pdrop,
+            embd_pdrop=embd_pdrop,
+            attn_pdrop=attn_pdrop,
+            layer_norm_epsilon=layer_norm_epsilon,
+            initializer_range=initializer_range,
+            scan_layers=scan_layers,
+            remat=remat,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "GPT2Config":
+        config = super().from_dict(values)
+        # OpenAI's hparams.json has only n_ctx, which is also the number of positions.
+        if "n_ctx" in values and "n_positions" not in values:
+            config.n_positions = values["n_ctx"]
+        return config
+
+
+# ------------------------------------------------------------------------------------ blocks shared by GPT and GPT-2
+
+
+class GPTOptions:
+    """Construction-time settings every submodule needs (dtypes, init scale, RNG, activation)."""
+
+    def __init__(self, config: PretrainedConfig, rngs: nnx.Rngs, dtype, param_dtype, activation_name: str):
+        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
+        self.activation_name = activation_name
+
+    def conv1d(self, in_features: int, out_features: int) -> Linear:
+        # GPT's Conv1D stores [in, out] in PyTorch too: no transpose at load time or at run time.
+        return Linear(
+            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range, torch_layout=None,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )
+
+    def linear(self, in_features: int, out_features: int) -> Linear:
+        return Linear(
+            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )
+
+    def embedding(self, rows: int) -> Embedding:
+        return Embedding(
+            rows, self.config.n_embd, rngs=self.rngs, init_std=self.config.initializer_range,
+            dtype=self.dtype, param_dtype=self.param_dtype,
+        )
+
+    def layer_norm(self) -> LayerNorm:
+        return LayerNorm(
+            self.config.n_embd, eps=self.config.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+
+
+class GPTAttention(nnx.Module):
+    """Causal self-attention with a fused ``c_attn`` projection (query, key, value) and ``c_proj`` output."""
+
+    def __init__(self, options: GPTOptions):
+        config = options.config
+        if config.n_embd % config.n_head:
+            raise ValueError(f"n_embd {config.n_embd} is not a multiple of n_head {config.n_head}")
+        self.n_head = config.n_head
+        self.c_attn = options.conv1d(config.n_embd, 3 * config.n_embd)
+        self.c_proj = options.conv1d(config.n_embd, config.n_embd)
+        self.attn_dropout_rate = config.attn_pdrop
+        self.resid_dropout_rate = config.resid_pdrop
+
+    def _project(self, hidden: Array) -> tuple[Array, Array, Array]:
+        query, key, value = jnp.split(self.c_attn(hidden), 3, axis=-1)
+        # each [batch, seq, heads, head_dim]
+        return split_heads(query, self.n_head), split_heads(key, self.n_head), split_heads(value, self.n_head)
+
+    def _output(self, context: Array, rng: Array | None) -> Array:
+        return dropout(self.c_proj(merge_heads(context)), self.resid_dropout_rate, rng)
+
+    def __call__(self, hidden: Array, *, bias: Array, head_mask: Array | None, rng: Array | None,
+                 output_attentions: bool, layer_past: tuple[Array, Array] | None):
+        """Returns ``(output [batch, seq, hidden], (keys, values) [batch, kv_len, heads, head_dim], probs)``."""
+        query, key, value = self._project(hidden)
+        if layer_past is not None:
+            past_key, past_value = layer_past
+            key = jnp.concatenate([past_key.astype(key.dtype), key], axis=1)
+            value = jnp.concatenate([past_value.astype(value.dtype), value], axis=1)
+        context, probs = attention(
+            query, key, value, bias=bias, head_mask=head_mask, dropout_rate=self.attn_dropout_rate,
+            dropout_rng=fold_rng(rng, 0), return_probs=output_attentions,
+        )
+        return self._output(context, fold_rng(rng, 1)), (key, value), probs
+
+    def decode(self, hidden: Array, key_cache: Array, value_cache: Array, layer: Array | int, index: Array,
+               bias: Array):
+        """Cached attention for one layer of the ``[layers, batch, max_length, heads, head_dim]`` caches: writes
+        this block's keys/values at slots ``[index, index + n)`` of ``layer`` and attends over all slots."""
+        query, key, value = self._project(hidden)
+        start = (layer, 0, index, 0, 0)
+        key_cache = jax.lax.dynamic_update_slice(key_cache, key[None].astype(key_cache.dtype), start)
+        value_cache = jax.lax.dynamic_update_slice(value_cache, value[None].astype(value_cache.dtype), start)
+        layer_keys = jax.lax.dynamic_index_in_dim(key_cache, layer, axis=0, keepdims=False)
+        layer_values = jax.lax.dynamic_index_in_dim(value_cache, layer, axis=0, keepdims=False)
+        context, _ = attention(query, layer_keys.astype(query.dtype), layer_values.astype(query.dtype), bias=bias)
+        return self._output(context, None), (key_cache, value_cache)
+
+
+class GPTMLP(nnx.Module):
+    def __init__(self, options: GPTOptions):
+        n_embd = options.config.n_embd
+        self.c_fc = options.conv1d(n_embd, 4 * n_embd)
+        self.c_proj = options.conv1d(4 * n_embd, n_embd)
+        self.act = activation(options.activation_name)
+        self.dropout_rate = options.config.resid_pdrop
+
+    def __call__(self, hidden: Array, rng: Array | None) -> Array:
+        return dropout(self.c_proj(self.act(self.c_fc(hidden))), self.dropout_rate, rng)
+
+
+class GPTBlock(nnx.Module):
+    """One transformer block. GPT-2 normalises before each sub-layer (``pre_layer_norm``); OpenAI GPT after the
+    residual sum. The parameter names (``ln_1``, ``attn``, ``ln_2``, ``mlp``) are the same in both."""
+
+    def __init__(self, options: GPTOptions, pre_layer_norm: bool):
+        self.ln_1 = options.layer_norm()
+        self.attn = GPTAttention(options)
+        self.ln_2 = options.layer_norm()
+        self.mlp = GPTMLP(options)
+        self.pre_layer_norm = pre_layer_norm
+
+    def _residuals(self, hidden: Array, attend: Callable[[Array], tuple[Array, Any]], mlp_rng: Array | None):
+        if self.pre_layer_norm:
+            attended, extras = attend(self.ln_1(hidden))
+            hidden = hidden + attended
+            return hidden + self.mlp(self.ln_2(hidden), mlp_rng), extras
+        attended, extras = attend(hidden)
+        normed = self.ln_1(hidden + attended)
+        return self.ln_2(normed + self.mlp(normed, mlp_rng)), extras
+
+    def __call__(self, hidden: Array, *, bias: Array, head_mask: Array | None, rng: Array | None,
+                 output_attentions: bool = False, layer_past: tuple[Array, Array] | None = None):
+        """Returns ``(hidden [batch, seq, hidden], (keys, values), probs or None)``."""
+
+        def attend(x):
+            out, key_value, probs = self.attn(x, bias=bias, head_mask=head_mask, rng=fold_rng(rng, 0),
+                                              output_attentions=output_attentions, layer_past=layer_past)
+            return out, (key_value, probs)
+
+        hidden, (key_value, probs) = self._residuals(hidden, attend, fold_rng(rng, 1))
+        return hidden, key_value, probs
+
+    def decode(self, hidden: Array, key_cache: Array, value_cache: Array, layer: Array | int, index: Array,
+               bias: Array):
+        return self._residuals(
+            hidden, lambda x: self.attn.decode(x, key_cache, value_cache, layer, index, bias), None
+        )
+
+
+def build_blocks(options: GPTOptions, num_layers: int, pre_layer_norm: bool, scan: bool) -> nnx.Module:
+    """``num_layers`` blocks as an ``nnx.List``, or with ``scan`` one block whose parameters have a leading
+    ``[num_layers]`` axis (run by ``lax.scan``: compile time independent of depth)."""
+    blocks = [GPTBlock(options, pre_layer_norm) for _ in range(num_layers)]
+    if not scan:
+        return nnx.List(blocks)
+    graphdef, *_ = nnx.split(blocks[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(block) for block in blocks))
+    return nnx.merge(graphdef, stacked)
+
+
+def run_blocks(blocks: nnx.Module, *, num_layers: int, scan: bool, remat: bool, hidden: Array, bias: Array,
+               head_mask: Array | None, rng: Array | None, past: tuple[Array, Array] | None,
+               output_attentions: bool):
+    """Run the block stack.
+
+    past: ``(keys, values)``, each ``[layers, batch, past_len, heads, head_dim]``, or None.
+    Returns ``(hidden, keys, values, attentions)``: keys/values ``[layers, batch, kv_len, heads, head_dim]``,
+    attentions a list of ``[batch, heads, seq, kv_len]`` (empty unless ``output_attentions``).
+    """
+
+    def run_layer(layer_state, hidden, layer_head_mask, layer_past, index):
+        block = nnx.merge(graphdef, layer_state)
+        return block(hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
+                     output_attentions=output_attentions, layer_past=layer_past)
+
+    if remat:
+        run_layer = jax.checkpoint(run_layer, prevent_cse=not scan)
+
+    if scan:
+        graphdef, stacked_state = nnx.split(blocks)
+
+        def body(hidden, xs):
+            layer_state, layer_head_mask, layer_past, index = xs
+            hidden, key_value, probs = run_layer(layer_state, hidden, layer_head_mask, layer_past, index)
+            return hidden, (key_value, probs)
+
+        hidden, ((keys, values), probs) = jax.lax.scan(
+            body, hidden, (stacked_state, head_mask, past, jnp.arange(num_layers))
+        )
+        return hidden, keys, values, (list(probs) if output_attentions else [])
+
+    keys, values, attentions = [], [], []
+    for index, block in enumerate(blocks):
+        layer_head_mask = None if head_mask is None else head_mask[index]
+        layer_past = None if past is None else (past[0][index], past[1][index])
+        if remat:
+            graphdef, layer_state = nnx.split(block)
+            hidden, (key, value), probs = run_layer(layer_state, hidden, layer_head_mask, layer_past, index)
+        else:
+            hidden, (key, value), probs = block(
+                hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
+                output_attentions=output_attentions, layer_past=layer_past,
+            )
+        keys.append(key)
+        values.append(value)
+        attentions.append(probs)
+    return hidden, jnp.stack(keys), jnp.stack(values), (attentions if output_attentions else [])
+
+
+def embed_tokens(tokens: Embedding, positions: Embedding, input_ids: Array, position_ids: Array | None,
+                 token_type_ids: Array | None, past_length: int, rate: float, rng: Array | None) -> Array:
+    """Token + position (+ token-type, looked up in the token table) embeddings of ``[batch, seq]`` ids."""
+    seq_length = input_ids.shape[-1]
+    max_positions = positions.weight.shape[0]
+    if position_ids is None:
+        if past_length + seq_length > max_positions:
+            raise ValueError(
+                f"{past_length} past + {seq_length} new tokens exceed n_positions={max_positions} "
+                f"(the model has no position embedding beyond {max_positions - 1})"
+            )
+        position_ids = jnp.arange(past_length, past_length + seq_length)[None, :]
+    else:
+        position_ids = jnp.asarray(position_ids).reshape(-1, seq_length)
+        check_ids_in_range(position_ids, max_positions, "position id")
+    hidden = tokens(input_ids) + positions(position_ids)  # [batch, seq, hidden]
+    if token_type_ids is not None:
+        hidden = hidden + tokens(jnp.asarray(token_type_ids).reshape(-1, seq_length))
+    return dropout(hidden, rate, rng)
+
+
+def multiple_choice_hidden(hidden: Array, mc_token_ids: Array) -> Array:
+    """``hidden [..., seq, H]`` at ``mc_token_ids [...]`` -> ``[..., H]``."""
+    mc_token_ids = jnp.asarray(mc_token_ids)
+    check_ids_in_range(mc_token_ids, hidden.shape[-2], "mc_token_ids value")
+    index = mc_token_ids.astype(jnp.int32)[..., None, None]
+    return jnp.take_along_axis(hidden, index, axis=-2)[..., 0, :]
+
+
+class MultipleChoiceHead(nnx.Module):
+    """``linear`` over the hidden state of each choice's classification token -> ``[batch, num_choices]``.
+
+    Training dropout drops whole hidden features, the same ones for every choice of an example (TF's noise_shape,
+    which the reference meant with ``Dropout2d``).
+    """
+
+    def __init__(self, options: GPTOptions):
+        self.linear = options.linear(options.config.n_embd, 1)
+        self.dropout_rate = options.config.resid_pdrop
+
+    def __call__(self, hidden: Array, mc_token_ids: Array, rng: Array | None) -> Array:
+        picked = multiple_choice_hidden(hidden, mc_token_ids)  # [batch, choices, hidden]
+        return self.linear(choice_shared_dropout(picked, self.dropout_rate, rng))[..., 0]
+
+
+def choice_shared_dropout(x: Array, rate: float, rng: Array | None) -> Array:
+    """Dropout on ``[..., choices, hidden]`` whose mask is shared by all choices (identity without ``rng``)."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape[:-2] + (1, x.shape[-1]))
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def shifted_lm_loss(lm_logits: Array, lm_labels: Array) -> Array:
+    """Tokens ``< n`` predict token ``n``: drop the last logit and the first label along the sequence axis."""
+    lm_labels = jnp.asarray(lm_labels)
+    return cross_entropy(lm_logits[..., :-1, :], lm_labels[..., 1:], ignore_index=-1)
+
+
+def presents_from_keys_values(keys: Array, values: Array) -> list[Array]:
+    """``[layers, batch, seq, heads, head_dim]`` keys and values -> per layer ``[2, batch, heads, seq, head_dim]``."""
+    stacked = jnp.stack([keys, values], axis=1).transpose(0, 1, 2, 4, 3, 5)
+    return list(stacked)
+
+
+def past_to_keys_values(past: Sequence[Array], num_layers: int) -> tuple[Array, Array]:
+    """Per-layer ``[2, batch, heads, past_len, head_dim]`` arrays -> keys, values ``[layers, batch, past_len,
+    heads, head_dim]``."""
+    if len(past) != num_layers:
+        raise ValueError(f"past holds {len(past)} layers; the model has {num_layers}")
+    stacked = jnp.stack([jnp.asarray(layer) for layer in past])  # [layers, 2, batch, heads, past, head_dim]
+    if stacked.ndim != 6 or stacked.shape[1] != 2:
+        raise ValueError(
+            f"each past entry must be [2, batch, heads, past_len, head_dim] (a model's presents), "
+            f"got {tuple(stacked.shape[1:])}"
+        )
+    stacked = stacked.transpose(0, 1, 2, 4, 3, 5)
+    return stacked[:, 0], stacked[:, 1]
+
+
+def reshape_attentions(attentions: list[Array], input_shape: tuple[int, ...]) -> list[Array]:
+    """``[batch, heads, q, k]`` -> ``[d_1, ..., d_n, heads, q, k]`` for inputs ``[d_1, ..., d_n, seq]``."""
+    return [probs.reshape(*input_shape[:-1], *probs.shape[1:]) for probs in attentions]
+
+
+# ----------------------------------------------------------------------------------------------- shared base class
+
+
+class GPTPreTrainedBase(PreTrainedModel):
+    """Loading, dropout mode and the causal-mask buffers PyTorch keeps in GPT state dicts."""
+
+    base_model_prefix = "transformer"
+    # Original OpenAI names (.g/.b/.w) in early PyTorch dumps.
+    legacy_key_renames = ((r"\.g$", ".weight"), (r"\.b$", ".bias"), (r"\.w$", ".weight"))
+    # The causal mask buffer h.N.attn.bias (and later versions' masked_bias / position_ids) are not parameters.
+    buffer_key_patterns = (r"(^|\.)attn\.(bias|masked_bias)$", r"(^|\.)position_ids$")
+    pre_layer_norm: ClassVar[bool] = True
+
+    def __init__(self, config: PretrainedConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
+                 dtype: Any = None, param_dtype: Any = jnp.float32):
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.deterministic = True
+        self._options = GPTOptions(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype,
+                                   self._activation_name(config))
+
+    @staticmethod
+    def _activation_name(config: PretrainedConfig) -> str:
+        return "gelu_tanh"
+
+    def _finish_init(self) -> None:
+        del self._options  # construction helper only; keeps RNG state out of the model's graph
+
+    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
+        if self.deterministic:
+            return None
+        if dropout_rng is None:
+            raise ValueError(
+                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
+                f"or call model.eval() to disable dropout"
+            )
+        return dropout_rng
+
+    def _transformer_prefix(self) -> str:
+        return "" if hasattr(self, "h") else "transformer."
+
+    def stacked_layers(self) -> dict[str, int]:
+        if not self.config.scan_layers:
+            return {}
+        return {self._transformer_prefix() + "h": self.config.n_layer}
+
+    def torch_state_dict(self) -> dict[str, np.ndarray]:
+        """PyTorch state dict including the ``h.N.attn.bias`` causal-mask buffers, so that the reference loads
+        it with ``strict=True``."""
+        out = super().torch_state_dict()
+        n_ctx = self.config.n_ctx
+        mask = np.tril(np.ones((n_ctx, n_ctx), np.float32)).reshape(1, 1, n_ctx, n_ctx)
+        prefix = self._transformer_prefix()
+        for index in range(self.config.n_layer):
+            out[f"{prefix}h.{index}.attn.bias"] = mask
+        return out
+
+
+# -------------------------------------------------------------------------------------------------------- models
+
+
+class GPT2Cache(NamedTuple):
+    """Static-size decoding cache: key/value ``[layers, batch, max_length, heads, head_dim]``; ``index`` (int32
+    scalar) counts the slots already written."""
+
+    key: Array
+    value: Array
+    index: Array
+
+
+class GPT2PreTrainedModel(GPTPreTrainedBase):
+    config_class = GPT2Config
+    pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
+    legacy_config_names = ("hparams.json",)
+    pre_layer_norm = True
+
+    @classmethod
+    def torch_keys_from_tf(cls, tf_arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+        """OpenAI's GPT-2 TensorFlow variables (``model/h0/attn/c_attn/w`` ``[1, in, out]``, ``model/wte``...)
+        -> PyTorch keys of a GPT2Model (``h.0.attn.c_attn.weight`` ``[in, out]``, ``wte.weight``...)."""
+        converted: dict[str, np.ndarray] = {}
+        for name, array in tf_arrays.items():
+            converted[_gpt_tf_name_to_torch_key(name)] = _squeeze_conv_weight(np.asarray(array))
+        return converted
+
+
+def _gpt_tf_name_to_torch_key(name: str) -> str:
+    """``model/h3/mlp/c_fc/w`` -> ``h.3.mlp.c_fc.weight``; ``model/wte`` -> ``wte.weight`` (also OpenAI GPT's
+    ``:0``-suffixed names)."""
+    path = name[:-2] if name.endswith(":0") else name
+    if not path.startswith("model/"):
+        raise ValueError(f"TensorFlow variable {name!r} is not a GPT weight (expected a name under 'model/')")
+    parts: list[str] = []
+    for part in path[len("model/"):].split("/"):
+        layer = re.fullmatch(r"h(\d+)", part)
+        if layer:
+            parts.extend(["h", layer.group(1)])
+        elif part in ("w", "g"):
+            parts.append("weight")
+        elif part == "b":
+            parts.append("bias")
+        elif part in ("wte", "wpe"):
+            parts.extend([part, "weight"])
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            parts.append(part)
+        else:
+            raise ValueError(f"cannot map TensorFlow variable {name!r}: unexpected name part {part!r}")
+    return ".".join(parts)
+
+
+def _squeeze_conv_weight(array: np.ndarray) -> np.ndarray:
+    # TF's conv1d kernels are [1, in, out]; PyTorch's Conv1D (and ours) are [in, out].
+    return array[0] if array.ndim == 3 and array.shape[0] == 1 else array
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """Returns ``(hidden_states [d_1, ..., d_n, n_embd], presents)``, preceded by the per-layer attention
+    probabilities ``[d_1, ..., d_n, heads, seq, past + seq]`` with ``output_attentions``."""
+
+    def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        options = self._options
+        self.wte = options.embedding(config.vocab_size)
+        self.wpe = options.embedding(config.n_positions)
+        self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
+        self.ln_f = options.layer_norm()
+        self._finish_init()
+
+    def __call__(self, input_ids: Array, position_ids: Array | None = None, token_type_ids: Array | None = None,
+                 past: Sequence[Array] | None = None, head_mask: Array | None = None, *,
+                 dropout_rng: Array | None = None):
+        config = self.config
+        input_ids = jnp.asarray(input_ids)
+        input_shape = input_ids.shape
+        flat_ids = input_ids.reshape(-1, input_shape[-1])  # [batch, seq]
+        rng = self._dropout_key(dropout_rng)
+        past_keys_values = None if past is None else past_to_keys_values(past, config.n_layer)
+        past_length = 0 if past is None else past_keys_values[0].shape[2]
+        hidden = embed_tokens(self.wte, self.wpe, flat_ids, position_ids, token_type_ids, past_length,
+                              config.embd_pdrop, fold_rng(rng, 0))
+        seq_length = input_shape[-1]
+        bias = causal_bias(seq_length, past_length + seq_length, GPT2_MASKED_LOGIT)
+        hidden, keys, values, attentions = run_blocks(
+            self.h, num_layers=config.n_layer, scan=bool(config.scan_layers), remat=bool(config.remat),
+            hidden=hidden, bias=bias, head_mask=normalize_head_mask(head_mask, config.n_layer, config.n_head),
+            rng=fold_rng(rng, 1), past=past_keys_values, output_attentions=self.output_attentions,
+        )
+        hidden = self.ln_f(hidden).reshape(*input_shape, -1)
+        presents = presents_from_keys_values(keys, values)
+        if self.output_attentions:
+            return reshape_attentions(attentions, input_shape), hidden, presents
+        return hidden, presents
+
+    # ------------------------------------------------------------------------------------------- static KV cache
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> GPT2Cache:
+        config = self.config
+        dtype = dtype or self.wte.dtype or jnp.float32
+        shape = (config.n_layer, batch_size, max_length, config.n_head, config.n_embd // config.n_head)
+        return GPT2Cache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+    def decode_step(self, input_ids: Array, cache: GPT2Cache, *, attention_mask: Array | None = None,
+                    position_ids: Array | None = None) -> tuple[Array, GPT2Cache]:
+        """Final hidden states ``[batch, n, n_embd]`` of ``n`` new tokens and the updated cache (see the module
+        docstring). Without ``attention_mask`` every slot counts as real; without ``position_ids`` the tokens
+        take positions ``index .. index + n - 1``."""
+        input_ids = jnp.asarray(input_ids)
+        batch, new_tokens = input_ids.shape
+        max_length = cache.key.shape[2]
+        index = jnp.asarray(cache.index, jnp.int32)
+        if not isinstance(index, jax.core.Tracer) and int(index) + new_tokens > max_length:
+            raise ValueError(
+                f"the cache holds {max_length} slots: {int(index)} used + {new_tokens} new tokens do not fit"
+            )
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, max_length), jnp.int32)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(index + jnp.arange(new_tokens), (batch, new_tokens))
+        position_ids = jnp.asarray(position_ids)
+        check_ids_in_range(position_ids, self.wpe.weight.shape[0], "position id")
+        hidden = self.wte(input_ids) + self.wpe(position_ids)  # [batch, n, hidden]
+
+        # Query j (slot index + j) sees the unmasked slots up to its own.
+        slots = jnp.arange(max_length)
+        query_slots = index + jnp.arange(new_tokens)
+        causal = slots[None, :] <= query_slots[:, None]  # [n, max_length]
+        allowed = causal[None] & (jnp.asarray(attention_mask)[:, None, :] != 0)  # [batch, n, max_length]
+        bias = jnp.where(allowed, 0.0, GPT2_MASKED_LOGIT)[:, None]  # [batch, 1, n, max_length]
+
+        key_cache, value_cache = cache.key, cache.value
+        if self.config.scan_layers:
+            graphdef, stacked_state = nnx.split(self.h)
+
+            def body(carry, xs):
+                hidden, key_cache, value_cache = carry
+                layer_state, layer = xs
+                block = nnx.merge(graphdef, layer_state)
+                hidden, (key_cache, value_cache) = block.decode(hidden, key_cache, value_cache, layer, index, bias)
+                return (hidden, key_cache, value_cache), None
+
+            (hidden, key_cache, value_cache), _ = jax.lax.scan(
+                body, (hidden, key_cache, value_cache), (stacked_state, jnp.arange(self.config.n_layer))
+            )
+        else:
+            for layer, block in enumerate(self.h):
+                hidden, (key_cache, value_cache) = block.decode(hidden, key_cache, value_cache, layer, index, bias)
+        return self.ln_f(hidden), GPT2Cache(key_cache, value_cache, index + new_tokens)
+
+
+class _GPT2WithTransformer(GPT2PreTrainedModel):
+    tied_torch_keys = {"lm_head.decoder.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        self.transformer = GPT2Model(config, output_attentions, rngs=self._options.rngs,
+                                     dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+
+    def _transform(self, input_ids, position_ids, token_type_ids, past, head_mask, dropout_rng):
+        rng = self._dropout_key(dropout_rng)
+        outputs = self.transformer(input_ids, position_ids, token_type_ids, past, head_mask,
+                                   dropout_rng=fold_rng(rng, 0))
+        attentions = outputs[0] if self.output_attentions else None
+        hidden, presents = outputs[-2], outputs[-1]
+        return attentions, hidden, presents, fold_rng(rng, 1)
+
+    def _lm_logits(self, hidden: Array) -> Array:
+        return self.transformer.wte.attend(hidden)  # tied decoder: [..., seq, vocab]
+
+    def _outputs(self, attentions, *outputs):
+        return (attentions, *outputs) if self.output_attentions else outputs
+
+
+class GPT2LMHeadModel(_GPT2WithTransformer):
+    """``(lm_logits [d_1, ..., d_n, vocab], presents)`` (attentions first with ``output_attentions``), or with
+    ``lm_labels`` the next-token loss (labels -1 ignored; logits of position ``t`` are scored on label ``t + 1``).
+    Also the static-cache decoding interface ``init_cache`` / ``decode_step`` (module docstring)."""
+
+    def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, output_attentions, **kwargs)
+        self._finish_init()
+
+    def __call__(self, input_ids, position_ids=None, token_type_ids=None, lm_labels=None, past=None,
+                 head_mask=None, *, dropout_rng=None):
+        attentions, hidden, presents, _ = self._transform(input_ids, position_ids, token_type_ids, past,
+                                                          head_mask, dropout_rng)
+        lm_logits = self._lm_logits(hidden)
+        if lm_labels is not None:
+            return shifted_lm_loss(lm_logits, lm_labels)
+        return self._outputs(attentions, lm_logits, presents)
+
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> GPT2Cache:
+        return self.transformer.init_cache(batch_size, max_length, dtype)
+
+    def decode_step(self, input_ids: Array, cache: GPT2Cache, *, attention_mask: Array | None = None,
+                    position_ids: Array | None = None) -> tuple[Array, GPT2Cache]:
+        hidden, cache = self.transformer.decode_step(input_ids, cache, attention_mask=attention_mask,
+                                                     position_ids=position_ids)
+        return self._lm_logits(hidden).astype(jnp.float32), cache
+
+
+class GPT2DoubleHeadsModel(_GPT2WithTransformer):
+    """Inputs ``[batch, num_choices, seq]`` and ``mc_token_ids [batch, num_choices]`` (the classification token
+    of each choice). Returns ``(lm_logits, mc_logits [batch, num_choices], presents)`` (attentions first with
+    ``output_attentions``), or with labels the list of losses ``[lm_loss, mc_loss]`` for the labels given.
+
+    Unlike 0.6.2, whose LM loss shifted along the choices axis, the LM loss shifts along the sequence as
+    documented. ``multiple_choice_token_ids`` / ``multiple_choice_labels`` are accepted as keyword spellings of
+    ``mc_token_ids`` / ``mc_labels``.
+    """
+
+    def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, output_attentions, **kwargs)
+        self.multiple_choice_head = MultipleChoiceHead(self._options)
+        self._finish_init()
+
+    def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
+                 position_ids=None, past=None, head_mask=None, *, multiple_choice_token_ids=None,
+                 multiple_choice_labels=None, dropout_rng=None):
+        mc_token_ids = _one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
+        mc_labels = _one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
+        if mc_token_ids is None:
+            raise ValueError("GPT2DoubleHeadsModel needs mc_token_ids (the classification token of each choice)")
+        attentions, hidden, presents, rng = self._transform(input_ids, position_ids, token_type_ids, past,
+                                                            head_mask, dropout_rng)
+        lm_logits = self._lm_logits(hidden)
+        mc_logits = self.multiple_choice_head(hidden, mc_token_ids, rng)
+        losses = double_heads_losses(lm_logits, mc_logits, lm_labels, mc_labels)
+        if losses:
+            return losses
+        return self._outputs(attentions, lm_logits, mc_logits, presents)
+
+
+def _one_of(value, alias, name: str, alias_name: str):
+    if value is not None and alias is not None:
+        raise ValueError(f"pass either {name} or {alias_name}, not both")
+    return alias if value is None else value
+
+
+def double_heads_losses(lm_logits: Array, mc_logits: Array, lm_labels, mc_labels) -> list[Array]:
+    losses = []
+    if lm_labels is not None:
+        losses.append(shifted_lm_loss(lm_logits, lm_labels))
+    if mc_labels is not None:
+        losses.append(cross_entropy(mc_logits, jnp.asarray(mc_labels)))
+    return losses
+
+
+__all__: Sequence[str] = (
+    "GPT2Config",
+    "GPT2Cache",
+    "GPT2PreTrainedModel",
+    "GPT2Model",
+    "GPT2LMHeadModel",
+    "GPT2DoubleHeadsModel",
+    "PRETRAINED_MODEL_ARCHIVE_MAP",
+)

@@ -1,0 +1,329 @@
+"""OpenAI GPT (config, base model, LM head, double heads), built from the blocks shared with GPT-2 (gpt2.py).
+
+Differences from GPT-2: layer norms after each residual sum, no final layer norm, a configurable activation
+(``afn``: OpenAI's "gelu" is the tanh approximation), learned special-token rows appended to the token
+embeddings (``n_special``, ``set_num_special_tokens``), and OpenAI's original numpy checkpoint format.
+
+Inputs are ``[d_1, ..., d_n, seq]``. Dropout is off until ``model.train()``; training calls then need
+``dropout_rng=jax.random.key(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..configuration import PretrainedConfig
+from ..layers import Array, causal_bias, fold_rng, normalize_head_mask
+from ..modeling_utils import CONFIG_NAME
+from .gpt2 import (
+    GPTPreTrainedBase,
+    MultipleChoiceHead,
+    _gpt_tf_name_to_torch_key,
+    _one_of,
+    _squeeze_conv_weight,
+    build_blocks,
+    double_heads_losses,
+    embed_tokens,
+    reshape_attentions,
+    run_blocks,
+    shifted_lm_loss,
+)
+
+PRETRAINED_MODEL_ARCHIVE_MAP = {"openai-gpt": "openai-gpt"}
+
+# OpenAI GPT fills masked attention logits with -1e9 (exact zeros after the softmax).
+OPENAI_GPT_MASKED_LOGIT = -1e9
+# afn names of the reference -> our activations ("gelu" there is the tanh approximation).
+OPENAI_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu", "swish": "swish"}
+# Per-layer arrays of OpenAI's checkpoint, in file order (each conv weight is [1, in, out]).
+OPENAI_LAYER_PARAMS = (
+    "attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w", "attn/c_proj/b", "ln_1/g", "ln_1/b",
+    "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w", "mlp/c_proj/b", "ln_2/g", "ln_2/b",
+)
+OPENAI_NUM_SHARDS = 10
+
+
+class OpenAIGPTConfig(PretrainedConfig):
+    """OpenAI GPT hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style).
+
+    ``n_special`` extra token rows (``[SEP]``, ``[CLF]``...) follow the ``vocab_size`` pretrained ones.
+    """
+
+    model_type = "openai-gpt"
+
+    def __init__(
+        self,
+        vocab_size_or_config_json_file: int | str | os.PathLike = 40478,
+        n_special: int = 0,
+        n_positions: int = 512,
+        n_ctx: int = 512,
+        n_embd: int = 768,
+        n_layer: int = 12,
+        n_head: int = 12,
+        afn: str = "gelu",
+        resid_pdrop: float = 0.1,
+        embd_pdrop: float = 0.1,
+        attn_pdrop: float = 0.1,
+        layer_norm_epsilon: float = 1e-5,
+        initializer_range: float = 0.02,
+        scan_layers: bool = False,
+        remat: bool = False,
+    ):
+        self._init_from_first_argument(
+            vocab_size_or_config_json_file,
+            n_special=n_special,
+            n_positions=n_positions,
+            n_ctx=n_ctx,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            afn=afn,
+            resid_pdrop=resid_pdrop,
+            embd_pdrop=embd_pdrop,
+            attn_pdrop=attn_pdrop,
+            layer_norm_epsilon=layer_norm_epsilon,
+            initializer_range=initializer_range,
+            scan_layers=scan_layers,
+            remat=remat,
+        )
+
+    @property
+    def total_tokens_embeddings(self) -> int:
+        return self.vocab_size + self.n_special
+
+
+class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
+    config_class = OpenAIGPTConfig
+    pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
+    legacy_config_names = ("openai_gpt_config.json",)
+    pre_layer_norm = False
+
+    @staticmethod
+    def _activation_name(config: OpenAIGPTConfig) -> str:
+        afn = config.afn
+        return OPENAI_ACTIVATIONS.get(afn, afn) if isinstance(afn, str) else afn
+
+    def _base(self) -> "OpenAIGPTModel":
+        return self if isinstance(self, OpenAIGPTModel) else self.transformer
+
+    def set_num_special_tokens(self, num_special_tokens: int, *, seed: int = 0) -> None:
+        """Resize the token table to ``vocab_size + num_special_tokens`` rows.
+
+        The ``vocab_size`` pretrained rows are kept, as are the special rows that exist before and after (the
+        reference re-initialises those); new rows are drawn from N(0, initializer_range). The LM head is tied
+        to this table, so it follows.
+        """
+        base = self._base()
+        config = base.config
+        if num_special_tokens < 0:
+            raise ValueError(f"num_special_tokens must be >= 0, got {num_special_tokens}")
+        if num_special_tokens == config.n_special:
+            return
+        old = base.tokens_embed
+        kept = min(old.weight.shape[0], config.vocab_size + num_special_tokens)
+        new_rows = config.vocab_size + num_special_tokens
+        fresh = jax.random.normal(jax.random.key(seed), (new_rows, config.n_embd), old.weight.dtype)
+        table = (fresh * config.initializer_range).at[:kept].set(old.weight[...][:kept])
+        base.tokens_embed = type(old)(new_rows, config.n_embd, rngs=nnx.Rngs(seed), dtype=old.dtype,
+                                      param_dtype=old.weight.dtype)
+        base.tokens_embed.weight.set_value(table)
+        config.n_special = num_special_tokens
+        if self.config is not config:
+            self.config.n_special = num_special_tokens
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, from_tf: bool = False,
+                        state_dict=None, *inputs, num_special_tokens: int | None = None, **kwargs):
+        """As ``PreTrainedModel.from_pretrained``; ``from_tf=True`` reads OpenAI's numpy checkpoint directory
+        (``params_shapes.json`` + ``params_{0..9}.npy``; ``config.json`` optional, defaults otherwise), and
+        ``num_special_tokens`` resizes the token table after loading (see ``set_num_special_tokens``)."""
+        if from_tf:
+            directory = Path(pretrained_model_name_or_path)
+            config_overrides = kwargs.pop("config_overrides", None)
+            output_loading_info = kwargs.pop("output_loading_info", False)
+            strict = kwargs.pop("strict", False)
+            config = None
+            for name in (CONFIG_NAME, *cls.legacy_config_names):
+                if (directory / name).is_file():
+                    config = cls.config_class.from_json_file(directory / name)
+                    break
+            if config is None:
+                config = cls.config_class()
+            if config_overrides:
+                config.update(config_overrides)
+            model = cls(config, *inputs, **kwargs)
+            report = model.load_state_dict(cls.torch_keys_from_openai_numpy(directory), strict=strict,
+                                           source=str(directory))
+            result = (model, report.as_dict()) if output_loading_info else model
+        else:
+            result = super().from_pretrained(pretrained_model_name_or_path, cache_dir, from_tf, state_dict, *inputs,
+                                             **kwargs)
+        model = result[0] if isinstance(result, tuple) else result
+        if num_special_tokens is not None:
+            model.set_num_special_tokens(num_special_tokens)
+        return result
+
+    @classmethod
+    def torch_keys_from_openai_numpy(cls, directory: str | os.PathLike) -> dict[str, np.ndarray]:
+        """OpenAI's released checkpoint -> PyTorch keys of an OpenAIGPTModel.
+
+        The directory holds ``params_shapes.json`` (the shape of every array, in order) and the arrays
+        concatenated flat and split across ``params_0.npy`` .. ``params_9.npy``. The order is: position
+        embeddings, token embeddings, then 12 arrays per layer (``OPENAI_LAYER_PARAMS``); the optional
+        ``parameters_names.json`` spells the per-layer names out and is checked when present.
+        """
+        directory = Path(directory)
+        shapes_path = directory / "params_shapes.json"
+        if not shapes_path.is_file():
+            raise FileNotFoundError(f"no params_shapes.json in {str(directory)!r}: not an OpenAI GPT checkpoint")
+        shapes = [tuple(shape) for shape in json.loads(shapes_path.read_text(encoding="utf-8"))]
+        shards = []
+        for index in range(OPENAI_NUM_SHARDS):
+            path = directory / f"params_{index}.npy"
+            if not path.is_file():
+                raise FileNotFoundError(f"OpenAI GPT checkpoint shard {str(path)!r} is missing")
+            shards.append(np.load(path, allow_pickle=False).reshape(-1))
+        flat = np.concatenate(shards)
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        if sum(sizes) != flat.size:
+            raise ValueError(
+                f"{str(shapes_path)!r} describes {sum(sizes)} values but the params_*.npy shards hold {flat.size}"
+            )
+        if len(shapes) < 2 or (len(shapes) - 2) % len(OPENAI_LAYER_PARAMS):
+            raise ValueError(
+                f"{str(shapes_path)!r} lists {len(shapes)} arrays; expected 2 embeddings + "
+                f"{len(OPENAI_LAYER_PARAMS)} per layer"
+            )
+        arrays = np.split(flat, np.cumsum(sizes)[:-1])
+        arrays = [array.reshape(shape) for array, shape in zip(arrays, shapes)]
+        num_layers = (len(shapes) - 2) // len(OPENAI_LAYER_PARAMS)
+        names = [f"model/h{layer}/{param}:0" for layer in range(num_layers) for param in OPENAI_LAYER_PARAMS]
+        names_path = directory / "parameters_names.json"
+        if names_path.is_file():
+            listed = json.loads(names_path.read_text(encoding="utf-8"))[1:]  # first entry: the embeddings
+            if listed != names:
+                raise ValueError(f"{str(names_path)!r} does not list the expected per-layer arrays in order")
+        converted = {"positions_embed.weight": arrays[0], "tokens_embed.weight": arrays[1]}
+        for name, array in zip(names, arrays[2:]):
+            converted[_gpt_tf_name_to_torch_key(name)] = _squeeze_conv_weight(array)
+        return converted
+
+
+class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
+    """Returns ``hidden_states [d_1, ..., d_n, n_embd]``, or ``(attentions, hidden_states)`` with
+    ``output_attentions`` (per layer ``[d_1, ..., d_n, heads, seq, seq]``)."""
+
+    def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        options = self._options
+        self.tokens_embed = options.embedding(config.total_tokens_embeddings)
+        self.positions_embed = options.embedding(config.n_positions)
+        self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
+        self._finish_init()
+
+    def __call__(self, input_ids: Array, position_ids: Array | None = None, token_type_ids: Array | None = None,
+                 head_mask: Array | None = None, *, dropout_rng: Array | None = None):
+        config = self.config
+        input_ids = jnp.asarray(input_ids)
+        input_shape = input_ids.shape
+        rng = self._dropout_key(dropout_rng)
+        hidden = embed_tokens(self.tokens_embed, self.positions_embed, input_ids.reshape(-1, input_shape[-1]),
+                              position_ids, token_type_ids, 0, config.embd_pdrop, fold_rng(rng, 0))
+        seq_length = input_shape[-1]
+        hidden, _, _, attentions = run_blocks(
+            self.h, num_layers=config.n_layer, scan=bool(config.scan_layers), remat=bool(config.remat),
+            hidden=hidden, bias=causal_bias(seq_length, seq_length, OPENAI_GPT_MASKED_LOGIT),
+            head_mask=normalize_head_mask(head_mask, config.n_layer, config.n_head), rng=fold_rng(rng, 1),
+            past=None, output_attentions=self.output_attentions,
+        )
+        hidden = hidden.reshape(*input_shape, -1)
+        if self.output_attentions:
+            return reshape_attentions(attentions, input_shape), hidden
+        return hidden
+
+
+class _OpenAIGPTWithTransformer(OpenAIGPTPreTrainedModel):
+    tied_torch_keys = {"lm_head.decoder.weight": "transformer.tokens_embed.weight"}
+
+    def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.output_attentions = output_attentions
+        self.transformer = OpenAIGPTModel(config, output_attentions, rngs=self._options.rngs,
+                                          dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+
+    def _transform(self, input_ids, position_ids, token_type_ids, head_mask, dropout_rng):
+        rng = self._dropout_key(dropout_rng)
+        outputs = self.transformer(input_ids, position_ids, token_type_ids, head_mask, dropout_rng=fold_rng(rng, 0))
+        attentions, hidden = outputs if self.output_attentions else (None, outputs)
+        return attentions, hidden, fold_rng(rng, 1)
+
+    def _lm_logits(self, hidden: Array) -> Array:
+        return self.transformer.tokens_embed.attend(hidden)  # tied decoder: [..., seq, vocab + n_special]
+
+    def _outputs(self, attentions, *outputs):
+        if self.output_attentions:
+            return (attentions, *outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+class OpenAIGPTLMHeadModel(_OpenAIGPTWithTransformer):
+    """``lm_logits [d_1, ..., d_n, vocab + n_special]`` (attentions first with ``output_attentions``), or with
+    ``lm_labels`` the next-token loss (labels -1 ignored)."""
+
+    def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, output_attentions, **kwargs)
+        self._finish_init()
+
+    def __call__(self, input_ids, position_ids=None, token_type_ids=None, lm_labels=None, head_mask=None, *,
+                 dropout_rng=None):
+        attentions, hidden, _ = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
+        lm_logits = self._lm_logits(hidden)
+        if lm_labels is not None:
+            return shifted_lm_loss(lm_logits, lm_labels)
+        return self._outputs(attentions, lm_logits)
+
+
+class OpenAIGPTDoubleHeadsModel(_OpenAIGPTWithTransformer):
+    """Inputs ``[batch, num_choices, seq]`` and ``mc_token_ids [batch, num_choices]``. Returns
+    ``(lm_logits, mc_logits [batch, num_choices])`` (attentions first with ``output_attentions``), or with labels
+    the list of losses ``[lm_loss, mc_loss]`` for the labels given. ``multiple_choice_token_ids`` /
+    ``multiple_choice_labels`` are accepted as keyword spellings of ``mc_token_ids`` / ``mc_labels``."""
+
+    def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
+        super().__init__(config, output_attentions, **kwargs)
+        self.multiple_choice_head = MultipleChoiceHead(self._options)
+        self._finish_init()
+
+    def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
+                 position_ids=None, head_mask=None, *, multiple_choice_token_ids=None, multiple_choice_labels=None,
+                 dropout_rng=None):
+        mc_token_ids = _one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
+        mc_labels = _one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
+        if mc_token_ids is None:
+            raise ValueError("OpenAIGPTDoubleHeadsModel needs mc_token_ids (the classification token of each choice)")
+        attentions, hidden, rng = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
+        lm_logits = self._lm_logits(hidden)
+        mc_logits = self.multiple_choice_head(hidden, mc_token_ids, rng)
+        losses = double_heads_losses(lm_logits, mc_logits, lm_labels, mc_labels)
+        if losses:
+            return losses
+        return self._outputs(attentions, lm_logits, mc_logits)
+
+
+__all__: Sequence[str] = (
+    "OpenAIGPTConfig",
+    "OpenAIGPTPreTrainedModel",
+    "OpenAIGPTModel",
+    "OpenAIGPTLMHeadModel",
+    "OpenAIGPTDoubleHeadsModel",
+    "PRETRAINED_MODEL_ARCHIVE_MAP",
+)

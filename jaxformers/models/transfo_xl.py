@@ -1,0 +1,1003 @@
+"""Transformer-XL (Dai et al., 2019): config, base model and adaptive-softmax LM head of pytorch-pretrained-bert
+0.6.x, in flax.nnx.
+
+Attribute names follow the PyTorch state dict (``transformer.layers.0.dec_attn.qkv_net.weight``,
+``crit.out_projs.1``...), so weights convert by key; see modeling_utils.py.
+
+Conventions kept from the reference (0.6.x, and pytorch_transformers 1.2.0 which runs on current torch):
+
+* ``input_ids`` are ``[batch, seq]`` but memories are ``[mem_len, batch, d_model]`` per layer (the original
+  time-major layout); ``new_mems[0]`` is the embedding output, ``new_mems[i]`` the input of layer ``i``.
+* A call with ``mems=None`` attends to ``mem_len`` zero memories (the reference builds them with
+  ``init_mems``); with ``mem_len == 0`` there is no memory at all and ``new_mems`` is None.
+* New memories are cut with the reference's argument order (its ``_update_mems`` receives ``mlen`` and
+  ``qlen`` swapped; the two agree whenever ``ext_len == 0``): we reproduce it rather than fix it.
+* Only ``attn_type=0`` (relative positions, partially learnable biases) exists here; the other types are
+  rejected when the model is built.
+
+Differences on purpose, documented:
+
+* With ``target``, the LM head returns the per-token negative log-likelihood ``[batch, tgt_len]`` in token
+  order (the reference groups it by vocabulary cluster). ``tgt_len`` is ``target.shape[1]`` so inputs may carry
+  ``ext_len`` extra context tokens in front, as in the original Transformer-XL code.
+* ``layer_norm_epsilon`` is a config field: 0.6.2 (and the original TensorFlow model) use 1e-12, 1.2.0 uses
+  torch's 1e-5. The constructor default and 0.6.x-style JSON files give 1e-12; a JSON written by
+  pytorch_transformers/transformers (it has keys such as ``output_attentions`` or ``vocab_size``) gives 1e-5.
+* Sampled softmax (``sample_softmax > 0``) works in training (the reference cannot build it with tied weights
+  and asserts with untied ones); in evaluation such a model scores with the full softmax of the same output
+  weights (the reference would fail: it has no adaptive softmax then).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..configuration import PretrainedConfig
+from ..layers import Array, LayerNorm, Linear, check_ids_in_range, dropout, fold_rng
+from ..modeling_utils import PreTrainedModel
+
+PRETRAINED_MODEL_ARCHIVE_MAP = {"transfo-xl-wt103": "transfo-xl-wt103"}
+
+# Keys only pytorch_transformers / transformers write into config files; their presence means the file comes
+# from a library whose Transformer-XL LayerNorm used torch's default epsilon.
+_V1_CONFIG_MARKERS = frozenset({
+    "output_attentions", "output_hidden_states", "torchscript", "num_labels", "finetuning_task", "pruned_heads",
+    "vocab_size", "model_type", "architectures", "transformers_version", "eos_token_id",
+})
+EPS_0_6 = 1e-12
+EPS_1_2 = 1e-5
+
+
+class TransfoXLConfig(PretrainedConfig):
+    """Transformer-XL hyper-parameters with the 0.6.x constructor; the first argument is ``n_token`` (the
+    vocabulary size) or the path of a JSON config. ``tie_projs`` is derived from ``proj_share_all_but_first``.
+    ``layer_norm_epsilon`` is ours (see the module docstring)."""
+
+    model_type = "transfo-xl"
+    vocab_argument = "n_token"
+    key_aliases = {"vocab_size": "n_token"}
+
+    def __init__(
+        self,
+        vocab_size_or_config_json_file: int | str | os.PathLike = 267735,
+        cutoffs: Sequence[int] = (20000, 40000, 200000),
+        d_model: int = 1024,
+        d_embed: int = 1024,
+        n_head: int = 16,
+        d_head: int = 64,
+        d_inner: int = 4096,
+        div_val: int = 4,
+        pre_lnorm: bool = False,
+        n_layer: int = 18,
+        tgt_len: int = 128,
+        ext_len: int = 0,
+        mem_len: int = 1600,
+        clamp_len: int = 1000,
+        same_length: bool = True,
+        proj_share_all_but_first: bool = True,
+        attn_type: int = 0,
+        sample_softmax: int = -1,
+        adaptive: bool = True,
+        tie_weight: bool = True,
+        dropout: float = 0.1,
+        dropatt: float = 0.0,
+        untie_r: bool = True,
+        init: str = "normal",
+        init_range: float = 0.01,
+        proj_init_std: float = 0.01,
+        init_std: float = 0.02,
+        layer_norm_epsilon: float = EPS_0_6,
+    ):
+        cutoffs = list(cutoffs)
+        self._init_from_first_argument(
+            vocab_size_or_config_json_file,
+            cutoffs=cutoffs,
+            tie_weight=tie_weight,
+            tie_projs=_tie_projs(cutoffs, proj_share_all_but_first),
+            d_model=d_model,
+            d_embed=d_embed,
+            d_head=d_head,
+            d_inner=d_inner,
+            div_val=div_val,
+            pre_lnorm=pre_lnorm,
+            n_layer=n_layer,
+            n_head=n_head,
+            tgt_len=tgt_len,
+            ext_len=ext_len,
+            mem_len=mem_len,
+            same_length=same_length,
+            attn_type=attn_type,
+            clamp_len=clamp_len,
+            sample_softmax=sample_softmax,
+            adaptive=adaptive,
+            dropout=dropout,
+            dropatt=dropatt,
+            untie_r=untie_r,
+            init=init,
+            init_range=init_range,
+            proj_init_std=proj_init_std,
+            init_std=init_std,
+            layer_norm_epsilon=layer_norm_epsilon,
+        )
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        values = dict(values)
+        share = values.pop("proj_share_all_but_first", None)
+        super().update(values)
+        if "tie_projs" not in values and ("cutoffs" in values or share is not None):
+            self.tie_projs = _tie_projs(self.cutoffs, True if share is None else bool(share))
+        if "layer_norm_epsilon" not in values and _V1_CONFIG_MARKERS & set(values):
+            self.layer_norm_epsilon = EPS_1_2
+
+    # Names shared with the other model families.
+    @property
+    def vocab_size(self) -> int:
+        return self.n_token
+
+    @vocab_size.setter
+    def vocab_size(self, value: int) -> None:
+        self.n_token = value
+
+    @property
+    def hidden_size(self) -> int:
+        return self.d_model
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.n_head
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layer
+
+
+def _tie_projs(cutoffs: Sequence[int], share_all_but_first: bool) -> list[bool]:
+    return [False] + [bool(share_all_but_first)] * len(cutoffs)
+
+
+def validate_config(config: TransfoXLConfig) -> None:
+    """Raise a ValueError naming the field for settings this implementation cannot build."""
+    if config.attn_type != 0:
+        raise ValueError(
+            f"TransfoXLConfig.attn_type={config.attn_type} is not supported: only attn_type=0 (relative "
+            f"positional encodings with partially learnable biases, the one every released checkpoint uses)"
+        )
+    cutoffs = list(config.cutoffs)
+    if any(b <= a for a, b in zip([0] + cutoffs, cutoffs + [config.n_token])):
+        raise ValueError(
+            f"TransfoXLConfig.cutoffs={cutoffs} must be strictly increasing, positive and below n_token="
+            f"{config.n_token}"
+        )
+    if config.div_val < 1:
+        raise ValueError(f"TransfoXLConfig.div_val={config.div_val} must be >= 1")
+    if len(config.tie_projs) > len(cutoffs) + 1:
+        raise ValueError(
+            f"TransfoXLConfig.tie_projs has {len(config.tie_projs)} entries for {len(cutoffs) + 1} clusters "
+            f"(cutoffs={cutoffs})"
+        )
+    if getattr(config, "scan_layers", False) or getattr(config, "remat", False):
+        raise ValueError("TransfoXLConfig: scan_layers and remat are not implemented for Transformer-XL; set them "
+                         "to False")
+    if config.init not in ("normal", "uniform"):
+        raise ValueError(f"TransfoXLConfig.init={config.init!r}: expected 'normal' or 'uniform'")
+
+
+class _Options:
+    """Construction-time settings every submodule needs (dtypes, initialisers, RNG)."""
+
+    def __init__(self, config: TransfoXLConfig, rngs: nnx.Rngs, dtype, param_dtype):
+        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
+
+    def weight(self, shape: tuple[int, ...], std: float | None = None) -> Array:
+        """The reference's ``init``: N(0, init_std), or U(-init_range, init_range); projections N(0, std)."""
+        config = self.config
+        key = self.rngs.params()
+        if std is None and config.init == "uniform":
+            return jax.random.uniform(key, shape, self.param_dtype, -config.init_range, config.init_range)
+        return jax.random.normal(key, shape, self.param_dtype) * (config.init_std if std is None else std)
+
+    def linear(self, in_features: int, out_features: int, use_bias: bool = True) -> Linear:
+        layer = Linear(in_features, out_features, rngs=self.rngs, use_bias=use_bias, dtype=self.dtype,
+                       param_dtype=self.param_dtype)
+        layer.weight.set_value(self.weight((in_features, out_features)))
+        return layer
+
+    def layer_norm(self) -> LayerNorm:
+        return LayerNorm(self.config.d_model, eps=self.config.layer_norm_epsilon, dtype=self.dtype,
+                         param_dtype=self.param_dtype)
+
+
+def _cluster_bounds(config: TransfoXLConfig) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` token-id range of every adaptive cluster (the head shortlist first)."""
+    ends = [0] + list(config.cutoffs) + [config.n_token]
+    return list(zip(ends[:-1], ends[1:]))
+
+
+def _cluster_width(config: TransfoXLConfig, index: int) -> int:
+    return config.d_embed // (config.div_val ** index)
+
+
+def inverse_frequencies(d_model: int) -> np.ndarray:
+    """``1 / 10000^(2i/d)``, float32 as the reference's ``pos_emb.inv_freq`` buffer."""
+    exponents = np.arange(0.0, d_model, 2.0, dtype=np.float32) / np.float32(d_model)
+    return (np.float32(1.0) / np.power(np.float32(10000.0), exponents)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------- embedding
+
+
+class _Table(nnx.Module):
+    """An embedding table ``weight: [rows, features]`` (nn.Embedding's key); lookups are done by the caller."""
+
+    def __init__(self, weight: Array):
+        self.weight = nnx.Param(weight)
+
+
+class AdaptiveEmbedding(nnx.Module):
+    """Token embeddings whose width shrinks by ``div_val`` per frequency cluster, each projected to ``d_model``
+    (``emb_projs[i]: [d_model, d_embed_i]``) and scaled by ``sqrt(d_model)``."""
+
+    def __init__(self, options: _Options):
+        config = options.config
+        self.d_proj = config.d_model
+        self.d_embed = config.d_embed
+        self.div_val = config.div_val
+        self.n_token = config.n_token
+        self.bounds = tuple(_cluster_bounds(config))
+        self.scale = config.d_model ** 0.5
+        if config.div_val == 1:
+            self.emb_layers = nnx.List([_Table(options.weight((config.n_token, config.d_embed)))])
+            projs = []
+            if config.d_model != config.d_embed:
+                projs.append(nnx.Param(options.weight((config.d_model, config.d_embed), config.proj_init_std)))
+            self.emb_projs = nnx.List(projs)
+        else:
+            widths = [_cluster_width(config, i) for i in range(len(self.bounds))]
+            self.emb_layers = nnx.List([
+                _Table(options.weight((stop - start, width))) for (start, stop), width in zip(self.bounds, widths)
+            ])
+            self.emb_projs = nnx.List([
+                nnx.Param(options.weight((config.d_model, width), config.proj_init_std)) for width in widths
+            ])
+        self.dtype = options.dtype
+
+    def projection(self, index: int) -> Array | None:
+        """``[d_model, d_embed_i]`` projection of cluster ``index`` (None: identity)."""
+        if self.div_val == 1:
+            return self.emb_projs[0][...] if len(self.emb_projs) else None
+        return self.emb_projs[index][...]
+
+    def __call__(self, ids: Array) -> Array:
+        check_ids_in_range(ids, self.n_token, "token id")
+        dtype = self.dtype or jnp.float32
+        if self.div_val == 1:
+            table = self.emb_layers[0].weight[...].astype(dtype)
+            embedded = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+            projection = self.projection(0)
+            if projection is not None:
+                embedded = jnp.dot(embedded, projection.astype(dtype).T)
+        else:
+            # Each cluster embeds every position (clipped ids) and keeps the rows it owns: no gathers of
+            # data-dependent size, so it runs under jit. Out-of-range ids (unchecked under jit) give NaN.
+            embedded = jnp.full((*ids.shape, self.d_proj), jnp.nan, dtype)
+            for index, (start, stop) in enumerate(self.bounds):
+                table = self.emb_layers[index].weight[...].astype(dtype)
+                local = jnp.clip(ids - start, 0, stop - start - 1)
+                rows = jnp.dot(jnp.take(table, local, axis=0), self.projection(index).astype(dtype).T)
+                owned = (ids >= start) & (ids < stop)
+                embedded = jnp.where(owned[..., None], rows, embedded)
+        return embedded * jnp.asarray(self.scale, dtype)  # [..., d_model]
+
+
+
+# --------------------------------------------------------------------------------------------------- the layers
+
+
+class PositionwiseFF(nnx.Module):
+    """``CoreNet`` = Linear, ReLU, Dropout, Linear, Dropout (PyTorch indices 0 and 3 hold the weights)."""
+
+    def __init__(self, options: _Options):
+        config = options.config
+        self.CoreNet = nnx.List([
+            options.linear(config.d_model, config.d_inner), None, None, options.linear(config.d_inner, config.d_model)
+        ])
+        self.layer_norm = options.layer_norm()
+        self.pre_lnorm = bool(config.pre_lnorm)
+        self.dropout_rate = config.dropout
+
+    def __call__(self, hidden: Array, rng: Array | None) -> Array:
+        inputs = self.layer_norm(hidden) if self.pre_lnorm else hidden
+        inner = dropout(jax.nn.relu(self.CoreNet[0](inputs)), self.dropout_rate, fold_rng(rng, 0))
+        core = dropout(self.CoreNet[3](inner), self.dropout_rate, fold_rng(rng, 1))
+        return core + hidden if self.pre_lnorm else self.layer_norm(hidden + core)
+
+
+def relative_shift(scores: Array) -> Array:
+    """The reference's ``_rel_shift`` on ``[..., q_len, k_len]``: pad a zero column in front, reinterpret the
+    buffer as ``[k_len + 1, q_len]``, drop the first row. Row ``i`` then reads column ``j + q_len - 1 - i`` of
+    the unshifted scores (relative distance ``i + k_len - q_len - j``); positions a causal mask hides receive
+    the same wrapped values as in the reference."""
+    *lead, q_len, k_len = scores.shape
+    padded = jnp.pad(scores, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
+    return padded.reshape(*lead, k_len + 1, q_len)[..., 1:, :].reshape(*lead, q_len, k_len)
+
+
+class RelPartialLearnableMultiHeadAttn(nnx.Module):
+    """Relative multi-head attention: content term ``(q + r_w_bias)·k`` plus position term
+    ``(q + r_r_bias)·R`` over sinusoidal relative positions, keys/values over ``[memory; segment]``."""
+
+    def __init__(self, options: _Options):
+        config = options.config
+        self.n_head, self.d_head = config.n_head, config.d_head
+        inner = config.n_head * config.d_head
+        self.qkv_net = options.linear(config.d_model, 3 * inner, use_bias=False)
+        self.o_net = options.linear(inner, config.d_model, use_bias=False)
+        self.layer_norm = options.layer_norm()
+        self.r_net = options.linear(config.d_model, inner, use_bias=False)
+        if config.untie_r:
+            self.r_r_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+            self.r_w_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+        else:  # shared biases live on the model and are passed in
+            self.r_r_bias = None
+            self.r_w_bias = None
+        self.pre_lnorm = bool(config.pre_lnorm)
+        self.scale = 1.0 / math.sqrt(config.d_head)
+        self.dropout_rate = config.dropout
+        self.dropatt = config.dropatt
+
+    def __call__(self, hidden: Array, memory: Array | None, pos_emb: Array, mask: np.ndarray,
+                 shared_biases: tuple[Array, Array] | None, rng: Array | None) -> Array:
+        # hidden [batch, q_len, d_model]; memory [batch, m_len, d_model]; pos_emb [k_len, d_model]
+        batch, q_len, _ = hidden.shape
+        context = hidden if memory is None else jnp.concatenate([memory.astype(hidden.dtype), hidden], axis=1)
+        k_len = context.shape[1]
+        projected = self.qkv_net(self.layer_norm(context) if self.pre_lnorm else context)
+        query, key, value = jnp.split(projected, 3, axis=-1)
+        heads = (self.n_head, self.d_head)
+        query = query[:, -q_len:].reshape(batch, q_len, *heads)  # [batch, q_len, heads, d_head]
+        key = key.reshape(batch, k_len, *heads)
+        value = value.reshape(batch, k_len, *heads)
+        r_key = self.r_net(pos_emb.astype(hidden.dtype)).reshape(k_len, *heads)  # [k_len, heads, d_head]
+
+        if shared_biases is None:
+            r_w_bias, r_r_bias = self.r_w_bias[...], self.r_r_bias[...]
+        else:
+            r_w_bias, r_r_bias = shared_biases
+        content = jnp.einsum("bqhd,bkhd->bhqk", query + r_w_bias.astype(query.dtype), key)
+        position = relative_shift(jnp.einsum("bqhd,khd->bhqk", query + r_r_bias.astype(query.dtype), r_key))
+        scores = (content + position).astype(jnp.float32) * self.scale  # [batch, heads, q_len, k_len]
+        scores = jnp.where(mask, -1e30, scores)  # the reference's fill value (a fully masked row is uniform)
+        probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
+        probs = dropout(probs, self.dropatt, fold_rng(rng, 0))
+        attended = jnp.einsum("bhqk,bkhd->bqhd", probs, value).reshape(batch, q_len, -1)
+        out = dropout(self.o_net(attended), self.dropout_rate, fold_rng(rng, 1))
+        return hidden + out if self.pre_lnorm else self.layer_norm(hidden + out)
+
+
+class RelPartialLearnableDecoderLayer(nnx.Module):
+    def __init__(self, options: _Options):
+        self.dec_attn = RelPartialLearnableMultiHeadAttn(options)
+        self.pos_ff = PositionwiseFF(options)
+
+    def __call__(self, hidden: Array, memory: Array | None, pos_emb: Array, mask: np.ndarray,
+                 shared_biases: tuple[Array, Array] | None, rng: Array | None) -> Array:
+        attended = self.dec_attn(hidden, memory, pos_emb, mask, shared_biases, fold_rng(rng, 0))
+        return self.pos_ff(attended, fold_rng(rng, 1))
+
+
+def attention_mask(q_len: int, m_len: int, mem_len: int, same_length: bool) -> np.ndarray:
+    """``[q_len, m_len + q_len]`` bool, True where attention is blocked: the future, and with ``same_length``
+    keys so far back that every query sees the same number of keys."""
+    k_len = m_len + q_len
+    offset = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]  # key index - query index
+    mask = offset >= 1 + m_len
+    if same_length:
+        overflow = k_len - mem_len
+        shift = q_len - overflow if overflow > 0 else q_len
+        mask = mask | (offset <= -shift)
+    return mask
+
+
+# ------------------------------------------------------------------------------------------------ output layers
+
+
+class _OutputLayer(nnx.Module):
+    """One ``crit.out_layers[i]`` (nn.Linear ``[out, in]`` layout); ``weight`` is absent when tied to the
+    embedding table of the same cluster."""
+
+    def __init__(self, bias: Array, weight: Array | None):
+        self.weight = None if weight is None else nnx.Param(weight)
+        self.bias = nnx.Param(bias)
+
+
+class ProjectedAdaptiveLogSoftmax(nnx.Module):
+    """Adaptive softmax with per-cluster projections (``crit`` of the reference).
+
+    The head scores the shortlist ``[0, cutoffs[0])`` plus one logit per tail cluster; a tail token's
+    log-probability is its cluster's head log-probability plus its log-softmax inside the cluster.
+    ``out_projs[i]: [d_model, d_embed_i]`` maps hidden states to cluster ``i``'s width.
+    """
+
+    def __init__(self, options: _Options):
+        config = options.config
+        self.bounds = tuple(_cluster_bounds(config))
+        self.n_clusters = len(self.bounds) - 1
+        self.div_val = config.div_val
+        self.d_model, self.d_embed = config.d_model, config.d_embed
+        self.shortlist = self.bounds[0][1]
+        self.tie_weight = bool(config.tie_weight)
+        tie_projs = list(config.tie_projs) + [False] * (len(self.bounds) - len(config.tie_projs))
+        if self.n_clusters > 0:
+            self.cluster_weight = nnx.Param(options.weight((self.n_clusters, config.d_embed)))
+            self.cluster_bias = nnx.Param(jnp.zeros((self.n_clusters,), options.param_dtype))
+        else:
+            self.cluster_weight = self.cluster_bias = None
+
+        # Where each cluster's projection comes from: ("own", None), ("embedding", index) or ("none", None).
+        sources: list[tuple[str, int | None]] = []
+        projs = []
+        for index in range(len(self.bounds)):
+            width = config.d_embed if config.div_val == 1 else _cluster_width(config, index)
+            if config.div_val == 1 and config.d_model == config.d_embed:
+                source = ("none", None)
+            elif tie_projs[index]:
+                source = ("embedding", 0 if config.div_val == 1 else index)
+            else:
+                source = ("own", None)
+            sources.append(source)
+            projs.append(
+                nnx.Param(options.weight((config.d_model, width), config.proj_init_std)) if source[0] == "own" else None
+            )
+        self.proj_sources = tuple(sources)
+        self.out_projs = nnx.List(projs)
+
+        def out_layer(rows: int, width: int) -> _OutputLayer:
+            weight = None if self.tie_weight else options.weight((rows, width))
+            return _OutputLayer(jnp.zeros((rows,), options.param_dtype), weight)
+
+        if config.div_val == 1:
+            self.out_layers = nnx.List([out_layer(config.n_token, config.d_embed)])
+        else:
+            self.out_layers = nnx.List([
+                out_layer(stop - start, _cluster_width(config, index))
+                for index, (start, stop) in enumerate(self.bounds)
+            ])
+
+    def tied_torch_keys(self, prefix: str, embedding_prefix: str) -> dict[str, str]:
+        tied = {}
+        if self.tie_weight:
+            for index in range(len(self.out_layers)):
+                tied[f"{prefix}out_layers.{index}.weight"] = f"{embedding_prefix}emb_layers.{index}.weight"
+        for index, (kind, source) in enumerate(self.proj_sources):
+            if kind == "embedding":
+                tied[f"{prefix}out_projs.{index}"] = f"{embedding_prefix}emb_projs.{source}"
+        return tied
+
+    def _clusters(self, embedding: AdaptiveEmbedding) -> list[tuple[Array, Array, Array | None]]:
+        """Per cluster ``(weight [rows, d_i], bias [rows], projection [d_model, d_i] or None)``; the head's rows
+        include one per tail cluster."""
+        clusters = []
+        for index, (start, stop) in enumerate(self.bounds):
+            if self.div_val == 1:
+                layer = self.out_layers[0]
+                table = embedding.emb_layers[0] if self.tie_weight else layer
+                weight, bias = table.weight[...][start:stop], layer.bias[...][start:stop]
+            else:
+                layer = self.out_layers[index]
+                table = embedding.emb_layers[index] if self.tie_weight else layer
+                weight, bias = table.weight[...], layer.bias[...]
+            if index == 0 and self.n_clusters > 0:
+                weight = jnp.concatenate([weight, self.cluster_weight[...]], axis=0)
+                bias = jnp.concatenate([bias, self.cluster_bias[...]], axis=0)
+            kind, source = self.proj_sources[index]
+            if kind == "own":
+                projection = self.out_projs[index][...]
+            elif kind == "embedding":
+                projection = embedding.emb_projs[source][...]
+            else:
+                projection = None
+            clusters.append((weight, bias, projection))
+        return clusters
+
+    @staticmethod
+    def _logits(hidden: Array, weight: Array, bias: Array, projection: Array | None) -> Array:
+        if projection is not None:
+            hidden = jnp.dot(hidden, projection.astype(hidden.dtype))
+        return jnp.dot(hidden, weight.astype(hidden.dtype).T) + bias.astype(hidden.dtype)
+
+    def log_probs(self, hidden: Array, embedding: AdaptiveEmbedding) -> Array:
+        """``[..., d_model]`` -> ``[..., n_token]`` log-probabilities (float32)."""
+        hidden = hidden.astype(jnp.float32)
+        clusters = self._clusters(embedding)
+        head = jax.nn.log_softmax(self._logits(hidden, *clusters[0]), axis=-1)
+        if self.n_clusters == 0:
+            return head
+        pieces = [head[..., : self.shortlist]]
+        for index in range(1, len(clusters)):
+            tail = jax.nn.log_softmax(self._logits(hidden, *clusters[index]), axis=-1)
+            pieces.append(head[..., self.shortlist + index - 1, None] + tail)
+        return jnp.concatenate(pieces, axis=-1)
+
+    def nll(self, hidden: Array, target: Array, embedding: AdaptiveEmbedding) -> Array:
+        """Negative log-likelihood of ``target [...]`` given ``hidden [..., d_model]``, in token order (float32).
+
+        Every tail cluster is scored for every position (static shapes, so it jits) but only its normaliser
+        and the target's logit are kept: no ``[..., n_token]`` array is materialised."""
+        hidden = hidden.astype(jnp.float32)
+        clusters = self._clusters(embedding)
+
+        def target_log_prob(logits: Array, local_target: Array) -> Array:
+            picked = jnp.take_along_axis(logits, local_target[..., None], axis=-1)[..., 0]
+            return picked - jax.nn.logsumexp(logits, axis=-1)
+
+        head_logits = self._logits(hidden, *clusters[0])
+        start, stop = self.bounds[0]
+        log_prob = target_log_prob(head_logits, jnp.clip(target, 0, stop - 1))
+        if self.n_clusters:
+            head_log_norm = jax.nn.logsumexp(head_logits, axis=-1)
+            for index in range(1, len(clusters)):
+                start, stop = self.bounds[index]
+                in_cluster = (target >= start) & (target < stop)
+                cluster_log_prob = head_logits[..., self.shortlist + index - 1] - head_log_norm
+                tail = target_log_prob(self._logits(hidden, *clusters[index]),
+                                       jnp.clip(target - start, 0, stop - start - 1))
+                log_prob = jnp.where(in_cluster, cluster_log_prob + tail, log_prob)
+        return -log_prob
+
+
+# ---------------------------------------------------------------------------------------------- sampled softmax
+
+
+class LogUniformSampler:
+    """Negative sampler of the sampled softmax: ``P(id) = log((id + 2) / (id + 1)) / log(range_max + 1)``
+    (Zipfian, for vocabularies sorted by frequency). ``log_q[id]`` corrects the sampled logits; it is meant to
+    be the log of the expected count of ``id`` in ``2 n`` draws, ``log(1 - (1 - P)^(2n))``, but the reference
+    (like the original Transformer-XL code) computes ``log(1 - (1 + P)^(-2n))``: we follow the reference."""
+
+    def __init__(self, range_max: int, n_sample: int):
+        self.range_max, self.n_sample = range_max, n_sample
+        log_indices = np.log(np.arange(1.0, range_max + 2.0, dtype=np.float32))
+        self.dist = ((log_indices[1:] - log_indices[:-1]) / log_indices[-1]).astype(np.float32)  # [range_max]
+        tries = 2 * n_sample
+        self.log_q = np.log(-np.expm1(-tries * np.log1p(self.dist.astype(np.float64)))).astype(np.float32)
+
+    @property
+    def n_tries(self) -> int:
+        return 2 * self.n_sample
+
+    def sample(self, rng: Array) -> Array:
+        """``[2 * n_sample]`` ids drawn with replacement. Duplicates are kept (fixed shape under jit) and
+        neutralised in :func:`sample_logits`, which gives the reference's ``unique()`` result."""
+        return jax.random.categorical(rng, jnp.log(jnp.asarray(self.dist)), shape=(self.n_tries,))
+
+
+def sample_logits(embed: Callable[[Array], Array], bias: Array, log_q: Array, target: Array, hidden: Array,
+                  negatives: Array) -> Array:
+    """Logits of the sampled softmax: ``[batch, seq, 1 + n_negatives]``, the true class first.
+
+    embed: ids -> ``[..., d_model]`` output embeddings; bias: ``[n_token]``; log_q: ``[n_token]`` (see
+    LogUniformSampler); target ``[batch, seq]``; hidden ``[batch, seq, d_model]``; negatives ``[n]``.
+    Negatives equal to the target, and repeats of an earlier negative, get -1e30 (no probability mass).
+    """
+    negatives = jnp.asarray(negatives)
+    log_q = jnp.asarray(log_q)
+    true_logits = (jnp.sum(embed(target) * hidden, axis=-1) + bias[target] - log_q[target])  # [batch, seq]
+    negative_logits = (jnp.einsum("bsd,nd->bsn", hidden, embed(negatives)) + bias[negatives]
+                       - log_q[negatives])  # [batch, seq, n]
+    count = negatives.shape[0]
+    repeated = jnp.any((negatives[:, None] == negatives[None, :]) & np.tri(count, k=-1, dtype=bool), axis=1)
+    hit = (target[..., None] == negatives) | repeated
+    negative_logits = jnp.where(hit, -1e30, negative_logits)
+    return jnp.concatenate([true_logits[..., None], negative_logits], axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------------ models
+
+
+class TransfoXLPreTrainedModel(PreTrainedModel):
+    config_class = TransfoXLConfig
+    base_model_prefix = "transformer"
+    pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
+    buffer_key_patterns = (r"(^|\.)pos_emb\.inv_freq$",)
+
+    def __init__(self, config: TransfoXLConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
+                 dtype: Any = None, param_dtype: Any = jnp.float32):
+        if not isinstance(config, TransfoXLConfig):
+            raise TypeError(f"{type(self).__name__} needs a TransfoXLConfig, got {type(config).__name__}")
+        validate_config(config)
+        self.config = config
+        self.deterministic = True
+        self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
+
+    def _finish_init(self) -> None:
+        del self._options  # construction helper only; keeps RNG state out of the model's graph
+
+    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
+        if self.deterministic:
+            return None
+        if dropout_rng is None:
+            raise ValueError(
+                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
+                f"or call model.eval() to disable dropout"
+            )
+        return dropout_rng
+
+    def _base(self) -> "TransfoXLModel":
+        return self if isinstance(self, TransfoXLModel) else self.transformer
+
+    def _base_prefix(self) -> str:
+        return "" if isinstance(self, TransfoXLModel) else "transformer."
+
+    @property
+    def tied_torch_keys(self) -> dict[str, str]:  # type: ignore[override]
+        """PyTorch keys duplicating another parameter; they depend on the config (``untie_r``, ties)."""
+        prefix = self._base_prefix()
+        tied = {}
+        if not self.config.untie_r:
+            for index in range(self.config.n_layer):
+                for name in ("r_r_bias", "r_w_bias"):
+                    tied[f"{prefix}layers.{index}.dec_attn.{name}"] = f"{prefix}{name}"
+        crit = getattr(self, "crit", None)
+        if crit is not None:
+            tied.update(crit.tied_torch_keys("crit.", f"{prefix}word_emb."))
+        return tied
+
+    def torch_state_dict(self) -> dict[str, np.ndarray]:
+        """The reference's state dict, the ``pos_emb.inv_freq`` buffer included (needed by strict loads)."""
+        out = super().torch_state_dict()
+        out[f"{self._base_prefix()}pos_emb.inv_freq"] = inverse_frequencies(self.config.d_model)
+        return out
+
+    @classmethod
+    def torch_keys_from_tf(cls, tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Variables of the original (kimiyoung) TensorFlow checkpoints -> PyTorch keys and layouts.
+
+        Relative biases are split per layer when saved with ``untie_r`` (``[n_layer, n_head, d_head]``) and
+        kept shared otherwise. Optimizer slots are dropped; names we don't know pass through unchanged so
+        loading reports them as unexpected.
+        """
+        return tf_to_torch_keys(tf_arrays)
+
+    # ---------------------------------------------------------------------------------------------- memories
+    def reset_length(self, tgt_len: int, ext_len: int, mem_len: int) -> None:
+        """Change the segment, extended-context and memory lengths used by the next calls."""
+        base = self._base()
+        base.tgt_len, base.ext_len, base.mem_len = tgt_len, ext_len, mem_len
+
+    def init_mems(self, batch_size: int) -> list[Array] | None:
+        """``n_layer`` zero memories ``[mem_len, batch_size, d_model]`` (None when ``mem_len == 0``)."""
+        base = self._base()
+        if base.mem_len <= 0:
+            return None
+        dtype = base.word_emb.dtype or jnp.float32
+        return [jnp.zeros((base.mem_len, batch_size, self.config.d_model), dtype) for _ in range(self.config.n_layer)]
+
+
+class TransfoXLModel(TransfoXLPreTrainedModel):
+    """Returns ``(last_hidden_state [batch, seq, d_model], new_mems)``.
+
+    ``mems``/``new_mems``: list of ``n_layer`` arrays ``[mem_len, batch, d_model]`` (time-major, like the
+    reference), the input of each layer; None when ``mem_len == 0``. Runtime attributes ``tgt_len``,
+    ``ext_len``, ``mem_len`` (see ``reset_length``), ``same_length`` and ``clamp_len`` start from the config
+    and may be changed on the model, as in the reference.
+    """
+
+    def __init__(self, config: TransfoXLConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        options = self._options
+        self.n_token = config.n_token
+        self.d_model = config.d_model
+        self.n_layer = config.n_layer
+        self.tgt_len, self.ext_len, self.mem_len = config.tgt_len, config.ext_len, config.mem_len
+        self.same_length = bool(config.same_length)
+        self.clamp_len = config.clamp_len
+        self.dropout_rate = config.dropout
+        self.word_emb = AdaptiveEmbedding(options)
+        if config.untie_r:
+            self.r_w_bias = self.r_r_bias = None
+        else:
+            self.r_w_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+            self.r_r_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+        self.layers = nnx.List([RelPartialLearnableDecoderLayer(options) for _ in range(config.n_layer)])
+        self._finish_init()
+
+    def positional_embedding(self, k_len: int, dtype) -> Array:
+        """``[k_len, d_model]`` sinusoids of the relative distances ``k_len - 1 ... 0`` (clamped)."""
+        distances = np.arange(k_len - 1, -1, -1.0, dtype=np.float32)
+        if self.clamp_len > 0:
+            distances = np.minimum(distances, np.float32(self.clamp_len))
+        angles = jnp.asarray(distances)[:, None] * jnp.asarray(inverse_frequencies(self.d_model))[None, :]
+        return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1).astype(dtype)
+
+    def _check_mems(self, mems: Sequence[Array], batch: int) -> list[Array]:
+        if len(mems) != self.n_layer:
+            raise ValueError(f"mems has {len(mems)} entries; expected one per layer ({self.n_layer})")
+        mems = [jnp.asarray(m) for m in mems]
+        for index, memory in enumerate(mems):
+            if memory.ndim != 3 or memory.shape[1] != batch or memory.shape[2] != self.d_model:
+                raise ValueError(
+                    f"mems[{index}] has shape {tuple(memory.shape)}; expected [mem_len, batch={batch}, "
+                    f"d_model={self.d_model}] (memories are time-major)"
+                )
+            if memory.shape[0] != mems[0].shape[0]:
+                raise ValueError(f"mems[{index}] has length {memory.shape[0]}, mems[0] has {mems[0].shape[0]}")
+        return mems
+
+    def __call__(self, input_ids: Array, mems: Sequence[Array] | None = None, *,
+                 dropout_rng: Array | None = None) -> tuple[Array, list[Array] | None]:
+        input_ids = jnp.asarray(input_ids)
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        rng = self._dropout_key(dropout_rng)
+        batch, q_len = input_ids.shape
+        if mems is None:
+            mems = self.init_mems(batch)
+        else:
+            mems = self._check_mems(mems, batch)
+        m_len = 0 if mems is None else mems[0].shape[0]
+
+        word_emb = self.word_emb(input_ids)  # [batch, q_len, d_model]
+        mask = attention_mask(q_len, m_len, self.mem_len, self.same_length)
+        pos_emb = dropout(self.positional_embedding(m_len + q_len, word_emb.dtype), self.dropout_rate,
+                          fold_rng(rng, 1))
+        shared = None if self.r_w_bias is None else (self.r_w_bias[...], self.r_r_bias[...])
+
+        hidden = dropout(word_emb, self.dropout_rate, fold_rng(rng, 0))
+        layer_inputs = []
+        for index, layer in enumerate(self.layers):
+            layer_inputs.append(hidden)
+            memory = None if mems is None else jnp.swapaxes(mems[index], 0, 1)  # [batch, m_len, d_model]
+            hidden = layer(hidden, memory, pos_emb, mask, shared, fold_rng(rng, 2, index))
+        hidden = dropout(hidden, self.dropout_rate, fold_rng(rng, 3))
+        return hidden, self._update_mems(layer_inputs, mems, q_len, m_len)
+
+    def _update_mems(self, layer_inputs: list[Array], mems: list[Array] | None, q_len: int,
+                     m_len: int) -> list[Array] | None:
+        if mems is None:
+            return None
+        # The reference calls its _update_mems(hids, mems, qlen, mlen) as (hids, mems, mlen, qlen); with
+        # ext_len == 0 both orders give the last mem_len steps, otherwise we follow the reference's arithmetic.
+        end = q_len + max(0, m_len - self.ext_len)
+        begin = max(0, end - self.mem_len)
+        new_mems = []
+        for memory, layer_input in zip(mems, layer_inputs):
+            joined = jnp.concatenate([memory.astype(layer_input.dtype), jnp.swapaxes(layer_input, 0, 1)], axis=0)
+            new_mems.append(jax.lax.stop_gradient(joined[begin:end]))  # [new_mem_len, batch, d_model]
+        return new_mems
+
+
+class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
+    """Transformer-XL with its (projected adaptive) softmax head, tied to the adaptive input embeddings as
+    configured (``tie_weight``, ``tie_projs``).
+
+    ``model(input_ids, target=None, mems=None)`` returns ``(softmax_output, new_mems)`` where softmax_output is
+    the log-probabilities ``[batch, seq, n_token]`` without target, or the per-token negative log-likelihood
+    ``[batch, tgt_len]`` (token order) with ``target [batch, tgt_len]``. With ``sample_softmax > 0`` training
+    calls (``model.train()``) return the sampled-softmax loss ``[batch, tgt_len]`` and need ``target``;
+    ``negative_samples`` overrides the sampler's draw.
+    """
+
+    def __init__(self, config: TransfoXLConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        options = self._options
+        self.transformer = TransfoXLModel(config, rngs=options.rngs, dtype=options.dtype,
+                                          param_dtype=options.param_dtype)
+        self.sample_softmax = config.sample_softmax
+        if config.sample_softmax > 0:
+            self.out_layer = _OutputLayer(
+                jnp.zeros((config.n_token,), options.param_dtype),
+                None if config.tie_weight else options.weight((config.n_token, config.d_model)),
+            )
+            self.sampler = LogUniformSampler(config.n_token, config.sample_softmax)
+            self.crit = None
+        else:
+            self.out_layer = None
+            self.sampler = None
+            self.crit = ProjectedAdaptiveLogSoftmax(options)
+        self._finish_init()
+
+    def __call__(self, input_ids: Array, target: Array | None = None, mems: Sequence[Array] | None = None, *,
+                 dropout_rng: Array | None = None, negative_samples: Array | None = None):
+        rng = self._dropout_key(dropout_rng)
+        hidden, new_mems = self.transformer(input_ids, mems, dropout_rng=fold_rng(rng, 0))
+        if target is not None:
+            target = jnp.asarray(target)
+            if target.ndim != 2 or target.shape[0] != hidden.shape[0] or target.shape[1] > hidden.shape[1]:
+                raise ValueError(
+                    f"target has shape {tuple(target.shape)}; expected [batch={hidden.shape[0]}, tgt_len <= "
+                    f"{hidden.shape[1]}]"
+                )
+            check_ids_in_range(target, self.config.n_token, "target id")
+            hidden = hidden[:, hidden.shape[1] - target.shape[1]:]  # [batch, tgt_len, d_model]
+        if self.sample_softmax > 0:
+            return self._sampled_output(hidden, target, rng, negative_samples), new_mems
+        if target is None:
+            return self.crit.log_probs(hidden, self.transformer.word_emb), new_mems
+        return self.crit.nll(hidden, target, self.transformer.word_emb), new_mems
+
+    # ------------------------------------------------------------------------------------- sampled softmax
+    def _output_embedding(self, ids: Array) -> Array:
+        if self.out_layer.weight is None:  # tied: the adaptive input embedding, as the reference passes it
+            return self.transformer.word_emb(ids)
+        return jnp.take(self.out_layer.weight[...], ids, axis=0)
+
+    def _sampled_output(self, hidden: Array, target: Array | None, rng: Array | None,
+                        negative_samples: Array | None) -> Array:
+        bias = self.out_layer.bias[...]
+        if self.deterministic:
+            # Full softmax over the sampled-softmax output weights (the reference has no evaluation path here).
+            weights = self._output_embedding(jnp.arange(self.config.n_token))  # [n_token, d_model]
+            log_probs = jax.nn.log_softmax(jnp.dot(hidden, weights.T) + bias, axis=-1)
+            if target is None:
+                return log_probs
+            return -jnp.take_along_axis(log_probs, target[..., None], axis=-1)[..., 0]
+        if target is None:
+            raise ValueError("sampled softmax training (sample_softmax > 0, model.train()) needs target")
+        if negative_samples is None:
+            negative_samples = self.sampler.sample(fold_rng(rng, 1))
+        logits = sample_logits(self._output_embedding, bias, self.sampler.log_q, target, hidden, negative_samples)
+        return -jax.nn.log_softmax(logits, axis=-1)[..., 0]  # [batch, tgt_len]
+
+
+# ------------------------------------------------------------------------------------------- TF checkpoints
+
+_TF_LAYER_NAMES = {
+    "rel_attn/LayerNorm/gamma": ("dec_attn.layer_norm.weight", False),
+    "rel_attn/LayerNorm/beta": ("dec_attn.layer_norm.bias", False),
+    "rel_attn/o/kernel": ("dec_attn.o_net.weight", True),
+    "rel_attn/qkv/kernel": ("dec_attn.qkv_net.weight", True),
+    "rel_attn/r/kernel": ("dec_attn.r_net.weight", True),
+    "ff/LayerNorm/gamma": ("pos_ff.layer_norm.weight", False),
+    "ff/LayerNorm/beta": ("pos_ff.layer_norm.bias", False),
+    "ff/layer_1/kernel": ("pos_ff.CoreNet.0.weight", True),
+    "ff/layer_1/bias": ("pos_ff.CoreNet.0.bias", False),
+    "ff/layer_2/kernel": ("pos_ff.CoreNet.3.weight", True),
+    "ff/layer_2/bias": ("pos_ff.CoreNet.3.bias", False),
+}
+
+
+def tf_to_torch_keys(tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """See :meth:`TransfoXLPreTrainedModel.torch_keys_from_tf`.
+
+    Names follow the original ``tf/model.py``: ``adaptive_embed/lookup_table`` + ``proj_W`` (div_val 1) or
+    ``adaptive_embed/cutoff_i/...``; ``adaptive_softmax/cutoff_i/{b,proj,cluster_W,cluster_b}`` or
+    ``adaptive_softmax/bias`` without cutoffs. TF kernels and projections are ``[in, out]`` (transposed here).
+    """
+    out: dict[str, np.ndarray] = {}
+    softmax_biases: dict[int, np.ndarray] = {}
+    for name, array in tf_arrays.items():
+        array = np.asarray(array)
+        if re.search(r"/Adam(_\d+)?$", name):
+            continue
+        match = re.fullmatch(r"transformer/layer_(\d+)/(.+)", name)
+        if match and match.group(2) in _TF_LAYER_NAMES:
+            key, transpose = _TF_LAYER_NAMES[match.group(2)]
+            out[f"transformer.layers.{match.group(1)}.{key}"] = array.T if transpose else array
+            continue
+        match = re.fullmatch(r"transformer/(r_r_bias|r_w_bias)", name)
+        if match:
+            if array.ndim == 3:  # untie_r: one [n_head, d_head] per layer
+                for index in range(array.shape[0]):
+                    out[f"transformer.layers.{index}.dec_attn.{match.group(1)}"] = array[index]
+            else:
+                out[f"transformer.{match.group(1)}"] = array
+            continue
+        match = re.fullmatch(r"transformer/adaptive_embed/(?:cutoff_(\d+)/)?(lookup_table|proj_W)", name)
+        if match:
+            index = match.group(1) or "0"
+            if match.group(2) == "lookup_table":
+                out[f"transformer.word_emb.emb_layers.{index}.weight"] = array
+            else:
+                out[f"transformer.word_emb.emb_projs.{index}"] = array.T
+            continue
+        match = re.fullmatch(r"transformer/adaptive_softmax/cutoff_(\d+)/(cluster_W|cluster_b|b|proj)", name)
+        if match:
+            index, part = int(match.group(1)), match.group(2)
+            if part == "b":
+                softmax_biases[index] = array
+            elif part == "proj":
+                out[f"crit.out_projs.{index}"] = array.T
+            else:
+                out["crit.cluster_weight" if part == "cluster_W" else "crit.cluster_bias"] = array
+            continue
+        if name == "transformer/adaptive_softmax/bias":  # no cutoffs: one softmax, projection shared with input
+            out["crit.out_layers.0.bias"] = array
+            if "transformer/adaptive_embed/proj_W" in tf_arrays:
+                out["crit.out_projs.0"] = np.asarray(tf_arrays["transformer/adaptive_embed/proj_W"]).T
+            continue
+        out[name] = array
+    if "transformer/adaptive_embed/lookup_table" in tf_arrays and softmax_biases:
+        # div_val == 1: one output layer over the whole vocabulary, its bias saved per cluster
+        out["crit.out_layers.0.bias"] = np.concatenate([softmax_biases[i] for i in sorted(softmax_biases)])
+    else:
+        for index, bias in softmax_biases.items():
+            out[f"crit.out_layers.{index}.bias"] = bias
+    return out
+
+
+# ----------------------------------------------------------------------------------------- jitted evaluation
+
+
+def make_eval_step(model: TransfoXLLMHeadModel) -> Callable[..., tuple[Array, list[Array] | None]]:
+    """A jitted ``step(input_ids, target, mems) -> (nll [batch, tgt_len], new_mems)`` for evaluation.
+
+    The model's weights and settings are captured once (``nnx.split``): build the step again after changing
+    them (``reset_length``, ``clamp_len``...). Each distinct input shape compiles once, so a long text cut into
+    equal segments costs one dispatch per segment. Pass ``mems=None`` for the first segment.
+    """
+    if not model.deterministic:
+        raise ValueError("make_eval_step needs an evaluation-mode model: call model.eval() first")
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, input_ids, target, mems):
+        return nnx.merge(graphdef, state)(input_ids, target, mems)
+
+    def run(input_ids: Array, target: Array, mems: Sequence[Array] | None = None):
+        return step(state, jnp.asarray(input_ids), jnp.asarray(target), None if mems is None else list(mems))
+
+    return run
+
+
+@nnx.jit
+def _scan_segments(model: TransfoXLLMHeadModel, input_ids: Array, target: Array, mems: list[Array] | None):
+    def body(memories, segment):
+        nll, new_memories = model(segment[0], segment[1], memories)
+        return new_memories, nll
+
+    final_mems, nll = jax.lax.scan(body, mems, (input_ids, target))
+    return nll, final_mems
+
+
+def evaluate_segments(model: TransfoXLLMHeadModel, input_ids: Array, target: Array,
+                      mems: Sequence[Array] | None = None) -> tuple[Array, list[Array] | None]:
+    """Run equal-length consecutive segments with memory in one jitted ``lax.scan``.
+
+    input_ids ``[segments, batch, seq]``, target ``[segments, batch, tgt_len]`` -> (nll ``[segments, batch,
+    tgt_len]``, final mems). ``mems=None`` starts from the reference's zero memories. Same values as calling
+    the model segment by segment; compiled once per model configuration and input shape.
+    """
+    if not model.deterministic:
+        raise ValueError("evaluate_segments needs an evaluation-mode model: call model.eval() first")
+    input_ids, target = jnp.asarray(input_ids), jnp.asarray(target)
+    if input_ids.ndim != 3 or target.ndim != 3 or input_ids.shape[:2] != target.shape[:2]:
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and target {tuple(target.shape)} must be [segments, batch, len]"
+        )
+    base = model.transformer
+    if mems is None:
+        mems = model.init_mems(input_ids.shape[1])
+    if mems is not None:
+        # lax.scan carries memories of constant shape: one segment must keep their length.
+        m_len, q_len = mems[0].shape[0], input_ids.shape[2]
+        end = q_len + max(0, m_len - base.ext_len)
+        if end - max(0, end - base.mem_len) != m_len:
+            raise ValueError(
+                f"memories of length {m_len} would change length with segments of {q_len} tokens (mem_len="
+                f"{base.mem_len}, ext_len={base.ext_len}): use make_eval_step segment by segment instead"
+            )
+        mems = [jnp.asarray(m) for m in mems]
+    return _scan_segments(model, input_ids, target, mems)
+
+
+__all__: Sequence[str] = (
+    "TransfoXLConfig",
+    "TransfoXLModel",
+    "TransfoXLLMHeadModel",
+    "TransfoXLPreTrainedModel",
+    "ProjectedAdaptiveLogSoftmax",
+    "AdaptiveEmbedding",
+    "LogUniformSampler",
+    "sample_logits",
+    "make_eval_step",
+    "evaluate_segments",
+    "PRETRAINED_MODEL_ARCHIVE_MAP",
+)
