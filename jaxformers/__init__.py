@@ -29,6 +29,12 @@ from .models.openai_gpt import (
     OpenAIGPTModel,
     OpenAIGPTPreTrainedModel,
 )
+from .models.transfo_xl import (
+    TransfoXLConfig,
+    TransfoXLLMHeadModel,
+    TransfoXLModel,
+    TransfoXLPreTrainedModel,
+)
 from .generation import Generator, filter_logits, generate, top_k_filter, top_p_filter
 from .tokenizers.bert import BasicTokenizer, BertTokenizer, WordpieceTokenizer
 from .tokenizers.gpt2 import GPT2Tokenizer

@@ -16,7 +16,7 @@ the same layer code works unrolled, under ``lax.scan`` and under ``jax.checkpoin
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +117,29 @@ class LayerNorm(nnx.Module):
         variance = jnp.mean(jnp.square(centered), -1, keepdims=True)
         normed = centered * jax.lax.rsqrt(variance + self.eps)
         return (normed * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(out_dtype)
+
+
+class ModuleFactory:
+    """Construction-time settings shared by a model's submodules: config, RNG, dtypes, init scale, norm size.
+
+    Held by a model only while it is being built (models delete it afterwards), so no RNG state stays in the graph.
+    """
+
+    def __init__(self, config: Any, rngs: nnx.Rngs, dtype: DType, param_dtype: DType, *, features: int,
+                 layer_norm_eps: float, init_std: float):
+        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
+        self.features, self.layer_norm_eps, self.init_std = features, layer_norm_eps, init_std
+
+    def linear(self, in_features: int, out_features: int, *, torch_layout: str | None = "transpose") -> Linear:
+        return Linear(in_features, out_features, rngs=self.rngs, init_std=self.init_std, torch_layout=torch_layout,
+                      dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def embedding(self, rows: int) -> Embedding:
+        return Embedding(rows, self.features, rngs=self.rngs, init_std=self.init_std, dtype=self.dtype,
+                         param_dtype=self.param_dtype)
+
+    def layer_norm(self) -> LayerNorm:
+        return LayerNorm(self.features, eps=self.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype)
 
 
 def gelu_erf(x: Array) -> Array:

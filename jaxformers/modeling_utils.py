@@ -207,9 +207,9 @@ def assign_per_layer_params(model: nnx.Module, values: Mapping[str, Any]) -> Non
         prefix, rest = split
         names = [f"{prefix}.{index}.{rest}" for index in range(stacked[prefix])]
         if any(name in values for name in names):
-            current = param[...]
+            # Only a partial update reads the current rows (an abstract model has none to read).
             rows = [
-                jnp.asarray(values[name], dtype=param.dtype) if name in values else current[index]
+                jnp.asarray(values[name], dtype=param.dtype) if name in values else param[...][index]
                 for index, name in enumerate(names)
             ]
             param.set_value(jnp.stack(rows))
@@ -250,6 +250,11 @@ class PreTrainedModel(nnx.Module):
         self.config = config
         # nnx's model.train() / model.eval() flip this attribute on every module that has it.
         self.deterministic = True
+
+    def _finish_init(self) -> None:
+        """Drop the construction-time ModuleFactory: it holds RNG state that must not stay in the model graph."""
+        if hasattr(self, "_options"):
+            del self._options
 
     def _dropout_key(self, dropout_rng: jax.Array | None) -> jax.Array | None:
         """None in evaluation mode; in training mode the caller's key, which must be given."""

@@ -375,3 +375,19 @@ def test_tf_checkpoint_loads_and_converts(tmp_path):
     fresh.load_state_dict(exported, strict=True)
     for key, value in reference.state_dict().items():
         assert torch.equal(exported[key], value), key
+
+
+def test_from_pretrained_into_scanned_model_with_missing_head(tmp_path):
+    """Abstract construction + per-layer files + a scanned stack + heads the checkpoint lacks."""
+    reference = reference_pretraining(10)
+    base = jxb.BertModel(jxb.BertConfig(VOCAB, **TINY))
+    base.load_state_dict(torch_state_numpy(reference))
+    base.save_pretrained(tmp_path)
+    scanned, info = jxb.BertForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=3, config_overrides={"scan_layers": True}, output_loading_info=True
+    )
+    assert info["missing_keys"] == ["classifier.bias", "classifier.weight"]
+    assert scanned.bert.encoder.layer.attention.self.query.weight.shape == (2, 32, 32)
+    assert 0.01 < float(np.std(np.asarray(scanned.classifier.weight[...]))) < 0.03  # N(0, 0.02) init
+    ids, types, mask = inputs(11)
+    np.testing.assert_allclose(scanned.bert(ids, types, mask)[1], base(ids, types, mask)[1], atol=1e-6)

@@ -20,8 +20,7 @@ from ..configuration import PretrainedConfig
 from ..layers import (
     Array,
     Embedding,
-    LayerNorm,
-    Linear,
+    ModuleFactory,
     activation,
     attention,
     cross_entropy,
@@ -94,28 +93,9 @@ class BertConfig(PretrainedConfig):
         )
 
 
-class _Options:
-    """Construction-time settings every submodule needs (dtypes, init scale, RNG)."""
-
-    def __init__(self, config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype):
-        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
-
-    def linear(self, in_features: int, out_features: int) -> Linear:
-        return Linear(
-            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )
-
-    def embedding(self, rows: int) -> Embedding:
-        return Embedding(
-            rows, self.config.hidden_size, rngs=self.rngs, init_std=self.config.initializer_range,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )
-
-    def layer_norm(self) -> LayerNorm:
-        return LayerNorm(
-            self.config.hidden_size, eps=self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype
-        )
+def _Options(config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype) -> ModuleFactory:
+    return ModuleFactory(config, rngs, dtype, param_dtype, features=config.hidden_size,
+                         layer_norm_eps=config.layer_norm_eps, init_std=config.initializer_range)
 
 
 # ------------------------------------------------------------------------------------------------------- encoder
@@ -329,9 +309,6 @@ class BertPreTrainedModel(PreTrainedModel):
                  dtype: Any = None, param_dtype: Any = jnp.float32):
         self._check_config(config)
         self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
-
-    def _finish_init(self) -> None:
-        del self._options  # construction helper only; keeps RNG state out of the model's graph
 
     def stacked_layers(self) -> dict[str, int]:
         if not self.config.scan_layers:

@@ -38,8 +38,8 @@ from ..configuration import PretrainedConfig
 from ..layers import (
     Array,
     Embedding,
-    LayerNorm,
     Linear,
+    ModuleFactory,
     activation,
     attention,
     causal_bias,
@@ -114,36 +114,16 @@ class GPT2Config(PretrainedConfig):
 # ------------------------------------------------------------------------------------ blocks shared by GPT and GPT-2
 
 
-class GPTOptions:
-    """Construction-time settings every submodule needs (dtypes, init scale, RNG, activation)."""
+class GPTOptions(ModuleFactory):
+    """ModuleFactory plus GPT's Conv1D (PyTorch stores it ``[in, out]`` too: no transpose at load or run time)."""
 
     def __init__(self, config: PretrainedConfig, rngs: nnx.Rngs, dtype, param_dtype, activation_name: str):
-        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
+        super().__init__(config, rngs, dtype, param_dtype, features=config.n_embd,
+                         layer_norm_eps=config.layer_norm_epsilon, init_std=config.initializer_range)
         self.activation_name = activation_name
 
     def conv1d(self, in_features: int, out_features: int) -> Linear:
-        # GPT's Conv1D stores [in, out] in PyTorch too: no transpose at load time or at run time.
-        return Linear(
-            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range, torch_layout=None,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )
-
-    def linear(self, in_features: int, out_features: int) -> Linear:
-        return Linear(
-            in_features, out_features, rngs=self.rngs, init_std=self.config.initializer_range,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )
-
-    def embedding(self, rows: int) -> Embedding:
-        return Embedding(
-            rows, self.config.n_embd, rngs=self.rngs, init_std=self.config.initializer_range,
-            dtype=self.dtype, param_dtype=self.param_dtype,
-        )
-
-    def layer_norm(self) -> LayerNorm:
-        return LayerNorm(
-            self.config.n_embd, eps=self.config.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype
-        )
+        return self.linear(in_features, out_features, torch_layout=None)
 
 
 class GPTAttention(nnx.Module):
@@ -406,29 +386,13 @@ class GPTPreTrainedBase(PreTrainedModel):
 
     def __init__(self, config: PretrainedConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
                  dtype: Any = None, param_dtype: Any = jnp.float32):
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
-        self.deterministic = True
+        self._check_config(config)
         self._options = GPTOptions(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype,
                                    self._activation_name(config))
 
     @staticmethod
     def _activation_name(config: PretrainedConfig) -> str:
         return "gelu_tanh"
-
-    def _finish_init(self) -> None:
-        del self._options  # construction helper only; keeps RNG state out of the model's graph
-
-    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
-        if self.deterministic:
-            return None
-        if dropout_rng is None:
-            raise ValueError(
-                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
-                f"or call model.eval() to disable dropout"
-            )
-        return dropout_rng
 
     def _transformer_prefix(self) -> str:
         return "" if hasattr(self, "h") else "transformer."

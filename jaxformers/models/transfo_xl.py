@@ -559,8 +559,8 @@ class ProjectedAdaptiveLogSoftmax(nnx.Module):
 class LogUniformSampler:
     """Negative sampler of the sampled softmax: ``P(id) = log((id + 2) / (id + 1)) / log(range_max + 1)``
     (Zipfian, for vocabularies sorted by frequency). ``log_q[id]`` corrects the sampled logits; it is meant to
-    be the log of the expected count of ``id`` in ``2 n`` draws, ``log(1 - (1 - P)^(2n))``, but the reference
-    (like the original Transformer-XL code) computes ``log(1 - (1 + P)^(-2n))``: we follow the reference."""
+    be the log of the probability that ``id`` is among ``2 n`` draws, ``log(1 - (1 - P)^(2n))``, but the
+    reference computes ``log(1 - (1 + P)^(-2n))`` (a sign slip): we follow the reference."""
 
     def __init__(self, range_max: int, n_sample: int):
         self.range_max, self.n_sample = range_max, n_sample
@@ -610,25 +610,9 @@ class TransfoXLPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: TransfoXLConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
                  dtype: Any = None, param_dtype: Any = jnp.float32):
-        if not isinstance(config, TransfoXLConfig):
-            raise TypeError(f"{type(self).__name__} needs a TransfoXLConfig, got {type(config).__name__}")
+        self._check_config(config)
         validate_config(config)
-        self.config = config
-        self.deterministic = True
         self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
-
-    def _finish_init(self) -> None:
-        del self._options  # construction helper only; keeps RNG state out of the model's graph
-
-    def _dropout_key(self, dropout_rng: Array | None) -> Array | None:
-        if self.deterministic:
-            return None
-        if dropout_rng is None:
-            raise ValueError(
-                f"{type(self).__name__} is in training mode (model.train()): pass dropout_rng=jax.random.key(seed), "
-                f"or call model.eval() to disable dropout"
-            )
-        return dropout_rng
 
     def _base(self) -> "TransfoXLModel":
         return self if isinstance(self, TransfoXLModel) else self.transformer
