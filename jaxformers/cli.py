@@ -172,7 +172,7 @@ def _checkpoint_torch_weights(directory: Path | None) -> dict[str, np.ndarray] |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import conversion
+    from .conversion import FORMATS, converter_main
 
     parser = argparse.ArgumentParser(prog="jaxformers", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--atol", type=float, default=1e-4, help="max abs diff allowed (default 1e-4)")
     check.set_defaults(run=parity)
 
-    convert = commands.add_parser("convert", help="convert checkpoints")
-    formats = convert.add_subparsers(dest="format", required=True)
-    bert_tf = formats.add_parser("bert-tf", help="Google BERT TensorFlow checkpoint")
-    conversion.add_bert_tf_arguments(bert_tf)
-    bert_tf.set_defaults(run=lambda args: conversion.run_bert_tf(args) or 0)
+    convert = commands.add_parser(
+        "convert", help="convert TF/OpenAI checkpoints (FORMAT --help for its arguments)", add_help=False
+    )
+    convert.add_argument("format", choices=sorted(FORMATS))
+    convert.add_argument("arguments", nargs=argparse.REMAINDER)
+    convert.set_defaults(run=lambda args: converter_main(args.format)(args.arguments) or 0)
     return parser
 
 

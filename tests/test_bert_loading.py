@@ -370,6 +370,13 @@ def test_tf_checkpoint_loads_and_converts(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    from jaxformers.cli import main
+
+    via_cli = tmp_path / "via-cli"
+    assert main(["convert", "bert-tf", "--tf_checkpoint_path", str(directory), "--bert_config_file",
+                 str(directory / "bert_config.json"), "--output_dir", str(via_cli)]) == 0
+    assert (via_cli / "flax_model.msgpack").read_bytes() == (out / "flax_model.msgpack").read_bytes()
+
     exported = torch.load(out / "pytorch_model.bin", weights_only=True)
     fresh = ppb.BertForPreTraining(reference.config)
     fresh.load_state_dict(exported, strict=True)

@@ -1,11 +1,18 @@
-"""Checkpoint converters behind ``jaxformers convert`` and the scripts in ``conversion/``."""
+"""Google's BERT TensorFlow checkpoint -> jaxformers (and optionally PyTorch) files.
+
+    jaxformers convert bert-tf --tf_checkpoint_path uncased_L-12_H-768_A-12/bert_model.ckpt \\
+        --bert_config_file uncased_L-12_H-768_A-12/bert_config.json --output_dir bert-base-uncased --pytorch
+
+Needs tensorflow (``pip install 'jaxformers[tf]'``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from typing import Sequence
 
-from .tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
+from ..tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
 
 
 def convert_bert_tf_checkpoint(
@@ -18,7 +25,7 @@ def convert_bert_tf_checkpoint(
     safetensors: bool = False,
 ) -> None:
     """Google's BERT TF checkpoint -> ``output_dir`` with config.json + flax_model.msgpack (and PyTorch files)."""
-    from .models import bert
+    from ..models import bert
 
     config = bert.BertConfig.from_json_file(bert_config_file)
     model = getattr(bert, model_class)(config)
@@ -42,3 +49,9 @@ def run_bert_tf(args: argparse.Namespace) -> None:
         model_class=args.model_class, pytorch=args.pytorch, safetensors=args.safetensors,
     )
     print(f"wrote {args.output_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_bert_tf_arguments(parser)
+    run_bert_tf(parser.parse_args(argv))
