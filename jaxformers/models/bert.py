@@ -33,22 +33,8 @@ from ..layers import (
 )
 from ..modeling_utils import PreTrainedModel
 from ..tf_checkpoints import tf_name_to_torch_key
+from ..tokenizers.bert import BERT_PRETRAINED_MODELS
 
-BERT_PRETRAINED_MODELS = (
-    "bert-base-uncased",
-    "bert-large-uncased",
-    "bert-base-cased",
-    "bert-large-cased",
-    "bert-base-multilingual-uncased",
-    "bert-base-multilingual-cased",
-    "bert-base-chinese",
-    "bert-base-german-cased",
-    "bert-large-uncased-whole-word-masking",
-    "bert-large-cased-whole-word-masking",
-    "bert-large-uncased-whole-word-masking-finetuned-squad",
-    "bert-large-cased-whole-word-masking-finetuned-squad",
-    "bert-base-cased-finetuned-mrpc",
-)
 # The 0.6.x S3 archives are gone; the same checkpoints live on the model hub under the shortcut names.
 PRETRAINED_MODEL_ARCHIVE_MAP = {name: name for name in BERT_PRETRAINED_MODELS}
 

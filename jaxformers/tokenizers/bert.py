@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 VOCAB_NAME = "vocab.txt"
 
 # The 0.6.x shortcut names, pointed at where those files live on the model hub today.
-_SHORTCUT_NAMES = (
+BERT_PRETRAINED_MODELS = (
     "bert-base-uncased",
     "bert-large-uncased",
     "bert-base-cased",
@@ -46,10 +46,10 @@ _SHORTCUT_NAMES = (
     "bert-base-cased-finetuned-mrpc",
 )
 PRETRAINED_VOCAB_ARCHIVE_MAP: dict[str, str] = {
-    name: f"https://huggingface.co/{name}/resolve/main/{VOCAB_NAME}" for name in _SHORTCUT_NAMES
+    name: f"https://huggingface.co/{name}/resolve/main/{VOCAB_NAME}" for name in BERT_PRETRAINED_MODELS
 }
 # Every released BERT has 512 position embeddings; longer id sequences would index past the table.
-PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP: dict[str, int] = {name: 512 for name in _SHORTCUT_NAMES}
+PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP: dict[str, int] = {name: 512 for name in BERT_PRETRAINED_MODELS}
 
 DEFAULT_NEVER_SPLIT: tuple[str, ...] = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
 _NO_MAX_LEN = int(1e12)
