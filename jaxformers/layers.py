@@ -219,7 +219,9 @@ def attention(
     """
     use_dropout = dropout_rng is not None and dropout_rate > 0.0
     per_head = None if head_mask is None else head_mask.astype(query.dtype)[:, None]  # [heads, 1]
-    if not (use_dropout or return_probs):
+    # XLA:CPU has no fp16 kernel for the fused op; the explicit path below runs there.
+    fused_unsupported = query.dtype == jnp.float16 and jax.default_backend() == "cpu"
+    if not (use_dropout or return_probs or fused_unsupported):
         context = jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype))
         if per_head is not None:
             context = context * per_head

@@ -1,0 +1,186 @@
+"""Command-line flags shared by the example scripts, the training loop and the reference's eval_results.txt."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from .checkpoint import restore_checkpoint, save_checkpoint
+from .precision import Precision
+from .state import TrainContext, TrainState
+
+logger = logging.getLogger("jaxformers")
+
+StepFn = Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the reference examples' common flags (same names and defaults as run_classifier.py) plus ours.
+
+    Scripts change a default with ``parser.set_defaults(max_seq_length=384)``. Returns the parser.
+    """
+    group = parser.add_argument_group("training")
+    group.add_argument("--output_dir", default=None, type=str,
+                       help="Where the model, predictions, checkpoints and eval_results.txt are written.")
+    group.add_argument("--max_seq_length", default=128, type=int,
+                       help="Maximum total input length after WordPiece tokenization; longer is truncated, "
+                            "shorter is padded.")
+    group.add_argument("--do_train", action="store_true", help="Run training.")
+    group.add_argument("--do_eval", action="store_true", help="Run evaluation on the dev set.")
+    group.add_argument("--do_lower_case", action="store_true", help="Lower-case the input (uncased models).")
+    group.add_argument("--train_batch_size", default=32, type=int,
+                       help="Total batch size per optimizer step, over all devices and hosts.")
+    group.add_argument("--eval_batch_size", default=8, type=int, help="Total batch size for evaluation.")
+    group.add_argument("--learning_rate", default=5e-5, type=float, help="Initial learning rate for Adam.")
+    group.add_argument("--num_train_epochs", default=3.0, type=float, help="Number of training epochs.")
+    group.add_argument("--warmup_proportion", default=0.1, type=float,
+                       help="Proportion of training spent in linear learning-rate warmup (0.1 = 10%%).")
+    group.add_argument("--seed", default=42, type=int, help="Random seed: same seed, same run.")
+    group.add_argument("--gradient_accumulation_steps", default=1, type=int,
+                       help="Split each train batch into this many micro-batches whose gradients are summed "
+                            "before one update (less memory, same update).")
+    group.add_argument("--fp16", action="store_true", help="Compute in float16 with loss scaling (fp32 master weights).")
+    group.add_argument("--bf16", action="store_true", help="Compute in bfloat16 (fp32 master weights).")
+    group.add_argument("--loss_scale", default=0, type=float,
+                       help="fp16 only. 0: dynamic loss scaling; a positive power of two: static scale.")
+    group.add_argument("--fsdp", action="store_true",
+                       help="Shard parameters and optimizer state over the devices instead of replicating them.")
+    group.add_argument("--remat", action="store_true",
+                       help="Recompute each layer's activations in the backward pass (less memory, more compute).")
+    group.add_argument("--scan_layers", action="store_true",
+                       help="Run the layer stack with lax.scan (compile time independent of depth).")
+    group.add_argument("--optimize_on_cpu", action="store_true",
+                       help="Keep the optimizer state in host memory (GPU/TPU); not applicable on CPU.")
+    group.add_argument("--checkpoint_every", default=0, type=int,
+                       help="Save the train state every N steps to <output_dir>/checkpoints and resume from the "
+                            "latest one when restarted (0: never).")
+    group.add_argument("--num_devices", default=None, type=int, help="Use only the first N devices (default: all).")
+    group.add_argument("--coordinator_address", default=None, type=str,
+                       help="Multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS).")
+    group.add_argument("--num_processes", default=None, type=int,
+                       help="Multi-host: number of processes (or JAX_NUM_PROCESSES).")
+    group.add_argument("--process_id", default=None, type=int, help="Multi-host: this process's index (or JAX_PROCESS_ID).")
+    return parser
+
+
+def precision_from_args(args: argparse.Namespace) -> Precision:
+    """``--fp16 / --bf16 / --loss_scale`` as a :class:`Precision`."""
+    return Precision.from_flags(
+        fp16=getattr(args, "fp16", False), bf16=getattr(args, "bf16", False), loss_scale=getattr(args, "loss_scale", 0.0)
+    )
+
+
+def write_eval_results(output_dir: str | os.PathLike, results: Mapping[str, Any]) -> Path:
+    """``output_dir/eval_results.txt``: one ``key = value`` line per result, keys sorted (as the reference)."""
+    path = Path(output_dir) / "eval_results.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    logger.info("***** Eval results *****")
+    for key in sorted(results):
+        value = results[key]
+        if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+            value = np.asarray(value).item()  # 0.85 rather than "array(0.85)"
+        logger.info("  %s = %s", key, value)
+        lines.append(f"{key} = {value}\n")
+    if jax.process_index() == 0:
+        path.write_text("".join(lines))
+    return path
+
+
+def _batch_rows(batch: Mapping[str, Any]) -> int:
+    first = next(iter(batch.values()), None)
+    rows = 0 if first is None or np.ndim(first) == 0 else int(np.shape(first)[0])
+    # On multi-host runs each process feeds its slice; the global batch is all of them.
+    return rows * jax.process_count()
+
+
+def train_loop(
+    step: StepFn,
+    state: TrainState,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    num_steps: int,
+    context: TrainContext,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    desc: str = "train",
+    lr_fn: Callable[[int], float] | None = None,
+    keep_checkpoints: int = 2,
+) -> tuple[TrainState, list[dict[str, float]]]:
+    """Run ``step`` over ``batches`` (host dicts, one per optimizer step) until ``state.step == num_steps``.
+
+    With ``checkpoint_dir`` it first resumes from the latest checkpoint there and skips the batches already
+    consumed (so ``batches`` must yield the same sequence on every run: seed its shuffling); with
+    ``checkpoint_every`` it saves every N steps and at the end. A tqdm bar shows loss, learning rate
+    (``lr_fn(step)``) and examples/s. Returns the final state and one metrics dict per step run here.
+    """
+    from tqdm.auto import tqdm
+
+    if checkpoint_every and checkpoint_dir is None:
+        raise ValueError("checkpoint_every needs a checkpoint_dir")
+    if checkpoint_dir is not None:
+        restored = restore_checkpoint(checkpoint_dir, state)
+        if restored is not None:
+            state = restored
+    start = int(jax.device_get(state.step))
+    if start:
+        logger.info("resuming at step %d of %d", start, num_steps)
+
+    iterator = iter(batches)
+    skipped = sum(1 for _ in itertools.islice(iterator, start))
+    if skipped < start:
+        logger.warning("the batches ran out while skipping the %d already-trained steps", start)
+
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", disable=jax.process_index() != 0)
+    examples_seen, started_at = 0, time.perf_counter()
+    pending: tuple[int, dict[str, jax.Array]] | None = None
+
+    def record(step_number: int, metrics: dict[str, jax.Array]) -> None:
+        values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        values["step"] = step_number
+        if lr_fn is not None:
+            values["lr"] = float(lr_fn(step_number - 1))
+        elapsed = time.perf_counter() - started_at
+        values["examples_per_sec"] = examples_seen / elapsed if elapsed > 0 else math.nan
+        history.append(values)
+        postfix = {"loss": f"{values['loss']:.4f}", "ex/s": f"{values['examples_per_sec']:.1f}"}
+        if "lr" in values:
+            postfix["lr"] = f"{values['lr']:.3g}"
+        if values.get("skipped"):
+            postfix["skipped"] = "overflow"
+        bar.set_postfix(postfix, refresh=False)
+
+    try:
+        for step_number in range(start + 1, num_steps + 1):
+            batch = next(iterator, None)
+            if batch is None:
+                logger.warning("the batches ran out after step %d of %d", step_number - 1, num_steps)
+                break
+            examples_seen += _batch_rows(batch)
+            state, metrics = step(state, context.shard_batch(batch))
+            # Reading a step's metrics waits for it; read the previous one's so the next step is already queued.
+            if pending is not None:
+                record(*pending)
+            pending = (step_number, metrics)
+            bar.update(1)
+            if checkpoint_every and step_number % checkpoint_every == 0:
+                save_checkpoint(checkpoint_dir, state, step_number, keep=keep_checkpoints)
+        if pending is not None:
+            record(*pending)
+        final_step = int(jax.device_get(state.step))
+        if checkpoint_every and final_step % checkpoint_every and final_step > start:
+            save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints)
+    finally:
+        bar.close()
+    return state, history
