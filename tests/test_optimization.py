@@ -44,8 +44,13 @@ def _quiet_reference():
     # The reference calls torch's deprecated add_(scalar, tensor) and logs on every step past t_total.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        logging.getLogger("pytorch_pretrained_bert").setLevel(logging.ERROR)
-        yield
+        logger = logging.getLogger("pytorch_pretrained_bert")
+        previous = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logger.setLevel(previous)  # other tests in this worker read the reference's warnings
 
 
 # ---------------------------------------------------------------------------------------------------------
