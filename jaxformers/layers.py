@@ -15,8 +15,10 @@ the same layer code works unrolled, under ``lax.scan`` and under ``jax.checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,51 @@ DType = jnp.dtype | type | None
 
 def normal_init(std: float) -> Callable:
     return jax.nn.initializers.normal(stddev=std)
+
+
+_ABSTRACT_INIT = contextvars.ContextVar("jaxformers_abstract_init", default=False)
+
+
+@contextlib.contextmanager
+def abstract_init() -> Iterator[None]:
+    """Inside this block new parameters are shapes only (``jax.ShapeDtypeStruct``): no random numbers, no XLA.
+
+    ``from_pretrained`` builds models this way and then fills in the checkpoint's arrays.
+    """
+    token = _ABSTRACT_INIT.set(True)
+    try:
+        yield
+    finally:
+        _ABSTRACT_INIT.reset(token)
+
+
+def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rngs: nnx.Rngs | None = None,
+              **metadata: Any) -> nnx.Param:
+    """A parameter initialised by ``init`` = ``("normal", std)`` | ``("uniform", limit)`` | ``("constant", value)``,
+    which is also recorded as metadata so a missing parameter can be materialised later without the module."""
+    if _ABSTRACT_INIT.get():
+        value = jax.ShapeDtypeStruct(shape, dtype)
+    else:
+        kind, scale = init
+        if kind == "normal":
+            value = normal_init(scale)(rngs.params(), shape, dtype)
+        elif kind == "uniform":
+            value = jax.random.uniform(rngs.params(), shape, dtype, -scale, scale)
+        else:
+            value = jnp.full(shape, scale, dtype)
+    return nnx.Param(value, init=init, **metadata)
+
+
+def stack_modules(modules: Sequence[nnx.Module]) -> nnx.Module:
+    """Identical modules -> one module whose parameters have a leading ``[len(modules)]`` axis (for lax.scan)."""
+
+    def stack(*leaves):
+        if isinstance(leaves[0], jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((len(leaves), *leaves[0].shape), leaves[0].dtype)
+        return jnp.stack(leaves)
+
+    graphdef, *_ = nnx.split(modules[0])
+    return nnx.merge(graphdef, jax.tree.map(stack, *(nnx.state(module) for module in modules)))
 
 
 class Linear(nnx.Module):
@@ -51,11 +98,8 @@ class Linear(nnx.Module):
         param_dtype: DType = jnp.float32,
     ):
         metadata = {"torch_layout": torch_layout} if torch_layout else {}
-        self.weight = nnx.Param(
-            normal_init(init_std)(rngs.params(), (in_features, out_features), param_dtype),
-            init=("normal", init_std), **metadata,
-        )
-        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype), init=("constant", 0.0)) if use_bias else None
+        self.weight = new_param((in_features, out_features), param_dtype, ("normal", init_std), rngs, **metadata)
+        self.bias = new_param((out_features,), param_dtype, ("constant", 0.0)) if use_bias else None
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
@@ -80,9 +124,7 @@ class Embedding(nnx.Module):
         dtype: DType = None,
         param_dtype: DType = jnp.float32,
     ):
-        self.weight = nnx.Param(
-            normal_init(init_std)(rngs.params(), (num_embeddings, features), param_dtype), init=("normal", init_std)
-        )
+        self.weight = new_param((num_embeddings, features), param_dtype, ("normal", init_std), rngs)
         self.dtype = dtype
 
     def __call__(self, ids: Array) -> Array:
@@ -104,8 +146,8 @@ class LayerNorm(nnx.Module):
     """LayerNorm with statistics in float32 whatever the compute dtype (bf16 variance is too coarse)."""
 
     def __init__(self, features: int, *, eps: float = 1e-12, dtype: DType = None, param_dtype: DType = jnp.float32):
-        self.weight = nnx.Param(jnp.ones((features,), param_dtype), init=("constant", 1.0))
-        self.bias = nnx.Param(jnp.zeros((features,), param_dtype), init=("constant", 0.0))
+        self.weight = new_param((features,), param_dtype, ("constant", 1.0))
+        self.bias = new_param((features,), param_dtype, ("constant", 0.0))
         self.eps = eps
         self.dtype = dtype
 

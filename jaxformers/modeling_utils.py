@@ -28,6 +28,7 @@ from flax import nnx
 
 from .configuration import PretrainedConfig
 from .file_utils import atomic_write, cached_path, hub_url, is_remote
+from .layers import abstract_init
 
 logger = logging.getLogger("jaxformers")
 
@@ -85,9 +86,9 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     arrays: dict[str, np.ndarray] = {}
     try:
-        with safe_open(str(path), framework="flax") as reader:
+        with safe_open(str(path), framework="numpy") as reader:
             for key in reader.keys():
-                arrays[key] = np.asarray(reader.get_tensor(key))
+                arrays[key] = reader.get_tensor(key)
     except Exception as error:
         raise OSError(f"cannot read safetensors file {str(path)!r}: {error}") from error
     return arrays
@@ -403,7 +404,8 @@ class PreTrainedModel(nnx.Module):
                 reader, layout = _WEIGHT_READERS[os.path.basename(weights_path)]
                 arrays, source = reader(weights_path), weights_path
             # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
-            model = nnx.eval_shape(lambda: cls(config, *inputs, **kwargs))
+            with abstract_init():
+                model = cls(config, *inputs, **kwargs)
             model._init_seed = int(kwargs.get("seed", 0))
             try:
                 report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
@@ -496,6 +498,8 @@ def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], se
         kind, scale = spec.init
         if kind == "normal":
             values[key] = (rng.standard_normal(spec.shape, np.float32) * np.float32(scale))
+        elif kind == "uniform":
+            values[key] = rng.uniform(-scale, scale, spec.shape).astype(np.float32)
         elif kind == "constant":
             values[key] = np.full(spec.shape, scale, np.float32)
         else:

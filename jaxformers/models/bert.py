@@ -27,9 +27,11 @@ from ..layers import (
     dropout,
     fold_rng,
     merge_heads,
+    new_param,
     normalize_head_mask,
     padding_bias,
     split_heads,
+    stack_modules,
 )
 from ..modeling_utils import PreTrainedModel
 from ..tf_checkpoints import tf_name_to_torch_key
@@ -196,10 +198,7 @@ class BertEncoder(nnx.Module):
         if keep_multihead_output and (self.scan_layers or self.remat):
             raise ValueError("keep_multihead_output needs scan_layers=False and remat=False")
         if self.scan_layers:
-            layers = [BertLayer(options) for _ in range(self.num_layers)]
-            graphdef, *_ = nnx.split(layers[0])
-            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(layer) for layer in layers))
-            self.layer = nnx.merge(graphdef, stacked)
+            self.layer = stack_modules([BertLayer(options) for _ in range(self.num_layers)])
         else:
             self.layer = nnx.List([BertLayer(options, keep_multihead_output) for _ in range(self.num_layers)])
 
@@ -265,7 +264,7 @@ class BertLMPredictionHead(nnx.Module):
 
     def __init__(self, options: _Options):
         self.transform = BertPredictionHeadTransform(options)
-        self.bias = nnx.Param(jnp.zeros((options.config.vocab_size,), options.param_dtype), init=("constant", 0.0))
+        self.bias = new_param((options.config.vocab_size,), options.param_dtype, ("constant", 0.0))
 
     def __call__(self, hidden: Array, word_embeddings: Embedding) -> Array:
         logits = word_embeddings.attend(self.transform(hidden))

@@ -50,6 +50,7 @@ from ..layers import (
     merge_heads,
     normalize_head_mask,
     split_heads,
+    stack_modules,
 )
 from ..modeling_utils import PreTrainedModel
 
@@ -232,9 +233,7 @@ def build_blocks(options: GPTOptions, num_layers: int, pre_layer_norm: bool, sca
     blocks = [GPTBlock(options, pre_layer_norm) for _ in range(num_layers)]
     if not scan:
         return nnx.List(blocks)
-    graphdef, *_ = nnx.split(blocks[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(block) for block in blocks))
-    return nnx.merge(graphdef, stacked)
+    return stack_modules(blocks)
 
 
 def run_blocks(blocks: nnx.Module, *, num_layers: int, scan: bool, remat: bool, hidden: Array, bias: Array,
