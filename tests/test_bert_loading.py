@@ -3,7 +3,6 @@ reports, unsafe pickles, atomic saves, TensorFlow checkpoints."""
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import os
