@@ -321,61 +321,23 @@ def mask_heads(score_and_importance: Callable[[np.ndarray], tuple[float, np.ndar
 # -------------------------------------------------------------------------------------------------- pruning
 
 
-def _no_heads_attention():
-    import jax.numpy as jnp
-    from flax import nnx
-
-    class NoHeadsSelfAttention(nnx.Module):
-        """A self-attention whose heads were all pruned: an empty context (the output dense keeps its bias)."""
-
-        num_attention_heads = 0
-
-        def __call__(self, hidden, bias, head_mask, rng, output_attentions):
-            batch, seq = hidden.shape[:2]
-            probs = jnp.zeros((batch, 0, seq, seq), hidden.dtype) if output_attentions else None
-            return jnp.zeros((batch, seq, 0), hidden.dtype), probs
-
-    return NoHeadsSelfAttention()
-
-
 def prune_heads(model, heads_to_prune: dict[int, Sequence[int]]):
     """A copy of a BERT model (any head model, unrolled layers) without the given heads of each layer.
 
-    Slices the query/key/value output columns and the attention output's input rows of the pruned heads, so
-    the pruned model computes exactly what the original does with those heads masked to 0. Head indexes refer
-    to the layer's current heads. The config is not changed (the copy cannot be reloaded from it).
+    Uses the model's own ``prune_heads`` (original head indexes, recorded in ``config.pruned_heads`` so the
+    saved copy reloads); the pruned model computes what the original does with those heads masked to 0.
     """
-    import jax.numpy as jnp
+    import copy
+
     from flax import nnx
 
     pruned = nnx.clone(model)
     bert = getattr(pruned, "bert", pruned)
-    if bert.config.scan_layers:
-        raise ValueError("prune_heads needs unrolled layers (scan_layers=False)")
-    for layer_index, heads in heads_to_prune.items():
-        if not 0 <= layer_index < len(bert.encoder.layer):
-            raise ValueError(f"layer {layer_index} out of range ({len(bert.encoder.layer)} layers)")
-        layer = bert.encoder.layer[layer_index]
-        attention = layer.attention.self
-        num_heads = attention.num_attention_heads
-        bad = [h for h in heads if not 0 <= h < num_heads]
-        if bad:
-            raise ValueError(f"layer {layer_index}: heads {bad} out of range ({num_heads} heads)")
-        keep = [h for h in range(num_heads) if h not in set(heads)]
-        if len(keep) == num_heads:
-            continue
-        dense = layer.attention.output.dense
-        if not keep:
-            layer.attention.self = _no_heads_attention()
-            dense.weight.value = dense.weight[...][:0]
-            continue
-        head_dim = attention.query.weight.shape[1] // num_heads
-        columns = jnp.asarray(np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in keep]))
-        for linear in (attention.query, attention.key, attention.value):
-            linear.weight.value = linear.weight[...][:, columns]  # [hidden, kept * head_dim]
-            linear.bias.value = linear.bias[...][columns]
-        dense.weight.value = dense.weight[...][columns, :]  # [kept * head_dim, hidden]
-        attention.num_attention_heads = len(keep)
+    # The clone shares its config object with the original; pruning records heads in it.
+    bert.config = copy.deepcopy(bert.config)
+    if pruned is not bert:
+        pruned.config = bert.config
+    pruned.prune_heads(heads_to_prune)
     return pruned
 
 

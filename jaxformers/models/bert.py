@@ -62,6 +62,7 @@ class BertConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-12,
         scan_layers: bool = False,
         remat: bool = False,
+        pruned_heads: dict[int, list[int]] | None = None,
     ):
         self._init_from_first_argument(
             vocab_size_or_config_json_file,
@@ -78,7 +79,13 @@ class BertConfig(PretrainedConfig):
             layer_norm_eps=layer_norm_eps,
             scan_layers=scan_layers,
             remat=remat,
+            pruned_heads=dict(pruned_heads or {}),
         )
+
+    def pruned_heads_of(self, layer: int) -> set[int]:
+        """Original indexes of the heads pruned from `layer` (JSON stores the layer keys as strings)."""
+        pruned = getattr(self, "pruned_heads", None) or {}
+        return set(pruned.get(layer, pruned.get(str(layer), ())))
 
 
 def _Options(config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype) -> ModuleFactory:
@@ -115,16 +122,20 @@ class BertEmbeddings(nnx.Module):
 
 
 class BertSelfAttention(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         config = options.config
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(
                 f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
             )
-        self.num_attention_heads = config.num_attention_heads
-        self.query = options.linear(config.hidden_size, config.hidden_size)
-        self.key = options.linear(config.hidden_size, config.hidden_size)
-        self.value = options.linear(config.hidden_size, config.hidden_size)
+        # Original indexes of the heads this layer still has (BERTology pruning removes some).
+        self.kept_heads = tuple(h for h in range(config.num_attention_heads) if h not in pruned)
+        self.num_attention_heads = len(self.kept_heads)
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        width = self.num_attention_heads * self.head_dim
+        self.query = options.linear(config.hidden_size, width)
+        self.key = options.linear(config.hidden_size, width)
+        self.value = options.linear(config.hidden_size, width)
         self.dropout_rate = config.attention_probs_dropout_prob
         self.keep_multihead_output = keep_multihead_output
         self.multihead_output = nnx.data(None)
@@ -132,6 +143,12 @@ class BertSelfAttention(nnx.Module):
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
                  output_attentions: bool) -> tuple[Array, Array | None]:
         heads = self.num_attention_heads
+        batch, seq = hidden.shape[:2]
+        if heads == 0:  # every head pruned: the attention block adds only its output bias
+            probs = jnp.zeros((batch, 0, seq, seq), hidden.dtype) if output_attentions else None
+            return jnp.zeros((batch, seq, 0), hidden.dtype), probs
+        if head_mask is not None and len(self.kept_heads) != head_mask.shape[-1]:
+            head_mask = head_mask[jnp.asarray(self.kept_heads)]  # masks are indexed by original head
         query = split_heads(self.query(hidden), heads)  # [batch, seq, heads, head_dim]
         key = split_heads(self.key(hidden), heads)
         value = split_heads(self.value(hidden), heads)
@@ -158,9 +175,25 @@ class BertResidualOutput(nnx.Module):
 
 
 class BertAttention(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False):
-        self.self = BertSelfAttention(options, keep_multihead_output)
-        self.output = BertResidualOutput(options, options.config.hidden_size)
+    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
+        self.self = BertSelfAttention(options, keep_multihead_output, pruned)
+        self.output = BertResidualOutput(options, self.self.num_attention_heads * self.self.head_dim)
+
+    def prune(self, heads: set[int]) -> None:
+        """Remove heads (original indexes) by slicing q/k/v output columns and the output dense's input rows."""
+        attention = self.self
+        kept = [h for h in attention.kept_heads if h not in heads]
+        positions = [attention.kept_heads.index(h) for h in kept]
+        columns = jnp.asarray(
+            [p * attention.head_dim + d for p in positions for d in range(attention.head_dim)], dtype=jnp.int32
+        )
+        for linear in (attention.query, attention.key, attention.value):
+            linear.weight.set_value(linear.weight[...][:, columns])  # [hidden, kept * head_dim]
+            linear.bias.set_value(linear.bias[...][columns])
+        dense = self.output.dense
+        dense.weight.set_value(dense.weight[...][columns, :])  # [kept * head_dim, hidden]
+        attention.kept_heads = tuple(kept)
+        attention.num_attention_heads = len(kept)
 
 
 class BertIntermediate(nnx.Module):
@@ -173,8 +206,8 @@ class BertIntermediate(nnx.Module):
 
 
 class BertLayer(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False):
-        self.attention = BertAttention(options, keep_multihead_output)
+    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
+        self.attention = BertAttention(options, keep_multihead_output, pruned)
         self.intermediate = BertIntermediate(options)
         self.output = BertResidualOutput(options, options.config.intermediate_size)
 
@@ -197,10 +230,15 @@ class BertEncoder(nnx.Module):
         self.remat = bool(config.remat)
         if keep_multihead_output and (self.scan_layers or self.remat):
             raise ValueError("keep_multihead_output needs scan_layers=False and remat=False")
+        pruned = [config.pruned_heads_of(index) for index in range(self.num_layers)]
+        if self.scan_layers and any(pruned):
+            raise ValueError("pruned heads make layers differ in shape: they need scan_layers=False")
         if self.scan_layers:
             self.layer = stack_modules([BertLayer(options) for _ in range(self.num_layers)])
         else:
-            self.layer = nnx.List([BertLayer(options, keep_multihead_output) for _ in range(self.num_layers)])
+            self.layer = nnx.List(
+                [BertLayer(options, keep_multihead_output, pruned[index]) for index in range(self.num_layers)]
+            )
 
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
                  output_all_encoded_layers: bool, output_attentions: bool) -> tuple[list[Array], list[Array]]:
@@ -346,6 +384,31 @@ class BertModel(BertPreTrainedModel):
             return attentions, encoded_layers, pooled
         return encoded_layers, pooled
 
+    def prune_heads(self, heads_to_prune: dict[int, Sequence[int]]) -> None:
+        """Remove attention heads in place: ``{layer: [original head indexes]}``, as pytorch-transformers does.
+
+        The pruned model computes what the original computes with those heads masked to 0. The heads are recorded
+        in ``config.pruned_heads``, so ``save_pretrained`` / ``from_pretrained`` rebuild the smaller layers.
+        """
+        if self.config.scan_layers:
+            raise ValueError("prune_heads needs scan_layers=False (scanned layers must all have the same shape)")
+        num_heads = self.config.num_attention_heads
+        for layer, heads in heads_to_prune.items():
+            layer = int(layer)
+            if not 0 <= layer < self.config.num_hidden_layers:
+                raise ValueError(f"layer {layer} out of range: the model has {self.config.num_hidden_layers} layers")
+            bad = [h for h in heads if not 0 <= int(h) < num_heads]
+            if bad:
+                raise ValueError(f"layer {layer}: heads {bad} out of range (heads are 0..{num_heads - 1})")
+            already = self.config.pruned_heads_of(layer)
+            new = {int(h) for h in heads} - already
+            if not new:
+                continue
+            self.encoder.layer[layer].attention.prune(new)
+            pruned = {int(k): list(v) for k, v in self.config.pruned_heads.items()}
+            pruned[layer] = sorted(already | new)
+            self.config.pruned_heads = pruned
+
     def get_multihead_outputs(self) -> list[Array | None]:
         """Per layer, the ``[batch, heads, seq, head_dim]`` attention context of the last call
         (needs ``keep_multihead_output=True``)."""
@@ -380,6 +443,9 @@ class _BertWithBase(BertPreTrainedModel):
 
     def get_multihead_outputs(self) -> list[Array | None]:
         return self.bert.get_multihead_outputs()
+
+    def prune_heads(self, heads_to_prune: dict[int, Sequence[int]]) -> None:
+        self.bert.prune_heads(heads_to_prune)
 
 
 class BertForPreTraining(_BertWithBase):
