@@ -3,14 +3,12 @@ reports, unsafe pickles, atomic saves, TensorFlow checkpoints."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import pickle
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from pytorch_pretrained_bert import modeling as ppb
 
 from jaxformers.models import bert as jxb
+from local_hub import LocalHub
 from parity_utils import assert_close, torch_state_numpy
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -208,35 +207,6 @@ def test_atomic_save_keeps_previous_files_on_failure(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------ shortcut names and cache
 
 
-class _Hub:
-    """A model hub on 127.0.0.1 serving ``/<repo>/resolve/main/<file>`` from a directory; counts requests."""
-
-    def __init__(self, root: Path):
-        self.requests: list[str] = []
-        hub = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def translate_path(self, path):
-                hub.requests.append(path)
-                repo, _, rest = path.lstrip("/").partition("/resolve/main/")
-                return str(root / repo / rest)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_shortcut_name_downloads_once_then_uses_cache(tmp_path, monkeypatch):
     reference = reference_pretraining(6)
     repo = tmp_path / "hub" / "bert-base-uncased"
@@ -247,7 +217,7 @@ def test_shortcut_name_downloads_once_then_uses_cache(tmp_path, monkeypatch):
     model.save_pretrained(repo, safetensors=True)
     (repo / "flax_model.msgpack").unlink()
     cache = tmp_path / "cache"
-    with _Hub(tmp_path / "hub") as hub:
+    with LocalHub(tmp_path / "hub") as hub:
         monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         loaded = jxb.BertForMaskedLM.from_pretrained("bert-base-uncased", cache_dir=cache)
         assert hub.requests == ["/bert-base-uncased/resolve/main/config.json",

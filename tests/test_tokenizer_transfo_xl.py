@@ -3,19 +3,16 @@ and safe loading of the 0.6.x pickles."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import json
 import os
 import pickle
 import random
 import tempfile
-import threading
 import zipfile
 
 import numpy as np
 import pytest
+from local_hub import LocalHub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -632,31 +629,17 @@ def test_codecs_encode_only_for_latin1(tmp_path):
 # Shortcut names through a local HTTP server
 # ------------------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def serve(directory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_shortcut_name_downloads_from_hub(text_dir, tmp_path, monkeypatch):
     theirs = ref.TransfoXLCorpus(special=["<eos>"])
     theirs.build_corpus(str(text_dir), "wt103")
-    hosted = tmp_path / "hub" / "transfo-xl-wt103" / "resolve" / "main"
+    hosted = tmp_path / "hub" / "transfo-xl-wt103"
     hosted.mkdir(parents=True)
     torch.save(theirs.vocab.__dict__, hosted / "vocab.bin", _use_new_zipfile_serialization=False)
     torch.save({k: v for k, v in theirs.__dict__.items() if k != "vocab"}, hosted / "corpus.bin",
                _use_new_zipfile_serialization=False)
     monkeypatch.delenv("JAXFORMERS_OFFLINE", raising=False)
-    with serve(tmp_path / "hub") as endpoint:
-        monkeypatch.setenv("JAXFORMERS_ENDPOINT", endpoint)
+    with LocalHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         tokenizer = TransfoXLTokenizer.from_pretrained("transfo-xl-wt103", cache_dir=tmp_path / "cache")
         corpus = TransfoXLCorpus.from_pretrained("transfo-xl-wt103", cache_dir=tmp_path / "cache")
     assert_same_vocab(tokenizer, theirs.vocab)
