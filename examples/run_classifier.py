@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import random
 import sys
 from collections.abc import Iterator
@@ -46,13 +45,13 @@ from jaxformers.tokenizers.bert import BertTokenizer
 from jaxformers.training import (
     add_training_arguments,
     create_train_state,
-    initialize_distributed,
+    host_share,
     make_eval_step,
-    make_mesh,
     make_train_step,
     model_from_state,
+    model_overrides,
     pad_batch,
-    precision_from_args,
+    setup_run,
     train_loop,
     write_eval_results,
 )
@@ -90,11 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--output_dir is required")
     if not (args.do_train or args.do_eval):
         parser.error("at least one of --do_train and --do_eval is required")
-    if args.gradient_accumulation_steps < 1:
-        parser.error(f"--gradient_accumulation_steps must be >= 1, got {args.gradient_accumulation_steps}")
-    if args.train_batch_size % args.gradient_accumulation_steps:
-        parser.error(f"--train_batch_size {args.train_batch_size} is not a multiple of "
-                     f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
     if args.task_name.lower() not in glue.PROCESSORS:
         parser.error(f"unknown --task_name {args.task_name!r}; choose one of {sorted(glue.PROCESSORS)}")
     return args
@@ -150,21 +144,8 @@ def iterate_train_batches(arrays: dict[str, np.ndarray], batch_size: int, accumu
             weight = np.zeros(batch_size, np.float32)
             weight[:real] = accumulation_steps / real
             batch["weight"] = weight
-            yield _local_slice(batch)
+            yield batch
             produced += 1
-
-
-def _local_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """On multi-host runs every host builds the same global batch and feeds its own contiguous slice."""
-    hosts = jax.process_count()
-    if hosts == 1:
-        return batch
-    rows = len(next(iter(batch.values())))
-    if rows % hosts:
-        raise ValueError(f"batch size {rows} is not divisible by the {hosts} processes")
-    share = rows // hosts
-    start = jax.process_index() * share
-    return {key: value[start:start + share] for key, value in batch.items()}
 
 
 def load_features(processor: glue.DataProcessor, examples: list[glue.InputExample], tokenizer: BertTokenizer,
@@ -185,8 +166,7 @@ def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, o
     for start in range(0, count, batch_size):
         chunk = {key: arrays[key][start:start + batch_size] for key in (*FEATURE_KEYS, "label_ids")}
         padded, real = pad_batch(chunk, padded_size)
-        padded = _local_slice(padded)
-        logits = np.asarray(eval_step(state, padded))[:real]  # [real, num_labels]
+        logits = np.asarray(eval_step(state, host_share(padded)))[:real]  # [real, num_labels]
         losses = np.asarray(per_example_loss(jnp.asarray(logits), jnp.asarray(chunk["label_ids"]), output_mode))
         batch_losses.append(float(losses.mean()))
         outputs.append(logits)
@@ -216,11 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """The script's work for parsed ``args``: returns the dev-set results and the per-step training metrics
     (``loss``, ``lr``, ``grad_norm``... of each step run in this call; empty without ``--do_train``)."""
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
-    if args.coordinator_address or args.num_processes or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    is_main_process = jax.process_index() == 0
+    setup = setup_run(args)
+    precision, mesh, num_devices, is_main_process = setup.precision, setup.mesh, setup.num_devices, setup.is_main
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -234,17 +211,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
         _check_output_dir(output_dir, resuming_allowed=args.checkpoint_every > 0)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    precision = precision_from_args(args)
-    mesh = make_mesh(args.num_devices)
-    num_devices = int(mesh.devices.size)
-    logger.info("devices: %d (%s), processes: %d, precision: %s", num_devices, mesh.devices.flat[0].platform,
-                jax.process_count(), precision)
-
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, cache_dir=args.cache_dir,
                                               do_lower_case=args.do_lower_case)
     model = BertForSequenceClassification.from_pretrained(
         args.bert_model, cache_dir=args.cache_dir, num_labels=num_labels,
-        config_overrides={"remat": args.remat, "scan_layers": args.scan_layers},
+        config_overrides=model_overrides(args),
     )
 
     global_step, train_loss, history = 0, None, []
@@ -263,9 +234,6 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
         schedule = get_schedule("warmup_linear", warmup=args.warmup_proportion, t_total=t_total)
         tx = BertAdam(args.learning_rate, schedule=schedule, weight_decay=0.01,
                       weight_decay_mask=lambda params: weight_decay_mask(params, no_decay=NO_DECAY))
-        if batch_size % (num_devices * args.gradient_accumulation_steps):
-            raise ValueError(f"--train_batch_size {batch_size} must be a multiple of devices ({num_devices}) x "
-                             f"--gradient_accumulation_steps ({args.gradient_accumulation_steps})")
         logger.info("***** Running training *****")
         logger.info("  Num examples = %d, batch size = %d, num steps = %d, t_total = %s", len(train_examples),
                     batch_size, num_steps, t_total)

@@ -167,8 +167,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     if not args.do_train and not args.do_eval:
         raise ValueError("at least one of --do_train or --do_eval must be given")
     if not args.output_dir:
@@ -179,12 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.num_train_epochs != int(args.num_train_epochs):
         raise ValueError(f"--num_train_epochs must be a whole number, got {args.num_train_epochs}")
     os.makedirs(args.output_dir, exist_ok=True)
-    if args.coordinator_address or args.num_processes:
-        from jaxformers.training import initialize_distributed
 
-        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-
-    import jax
     import optax
 
     from jaxformers.models.openai_gpt import OpenAIGPTDoubleHeadsModel
@@ -192,19 +185,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxformers.tokenizers.openai_gpt import OpenAIGPTTokenizer
     from jaxformers.training import (
         create_train_state,
-        make_mesh,
         make_train_step,
         model_from_state,
-        precision_from_args,
+        model_overrides,
+        setup_run,
         train_loop,
         write_eval_results,
     )
 
+    setup = setup_run(args)
+    precision, mesh = setup.precision, setup.mesh
+
     # The special tokens get ids after the vocabulary, and new embedding rows that fine-tuning learns.
     tokenizer = OpenAIGPTTokenizer.from_pretrained(args.model_name, special_tokens=list(SPECIAL_TOKENS))
     special_ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
-    overrides = {"remat": bool(args.remat), "scan_layers": bool(args.scan_layers)}
-    model = OpenAIGPTDoubleHeadsModel.from_pretrained(args.model_name, config_overrides=overrides)
+    model = OpenAIGPTDoubleHeadsModel.from_pretrained(args.model_name, config_overrides=model_overrides(args))
     model.set_num_special_tokens(len(SPECIAL_TOKENS), seed=args.seed)
 
     logger.info("Encoding dataset...")
@@ -220,8 +215,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     arrays = {name: pre_process_dataset(dataset, input_length, cap_length, *special_ids)
               for name, dataset in datasets.items()}
 
-    precision = precision_from_args(args)
-    mesh = make_mesh(args.num_devices)
     results: dict[str, Any] = {"train_loss": None}
     if args.do_train:
         epochs = int(args.num_train_epochs)
@@ -249,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         # Save, then reload what was saved (as the reference does) so that evaluation uses the files.
         trained = model_from_state(context, state)
-        if jax.process_index() == 0:
+        if setup.is_main:
             trained.save_pretrained(args.output_dir, pytorch=True)
             tokenizer.save_vocabulary(args.output_dir)
         model = OpenAIGPTDoubleHeadsModel.from_pretrained(args.output_dir)

@@ -90,12 +90,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("If `do_predict` is True, then `predict_file` must be specified.")
     if not args.output_dir:
         raise SystemExit("--output_dir is required")
-    if args.gradient_accumulation_steps < 1:
-        raise SystemExit(f"Invalid gradient_accumulation_steps parameter: {args.gradient_accumulation_steps}, "
-                         "should be >= 1")
-    if args.train_batch_size % args.gradient_accumulation_steps:
-        raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
-                         f"--gradient_accumulation_steps ({args.gradient_accumulation_steps})")
     if args.max_seq_length < 8 or args.doc_stride < 1 or args.max_query_length < 1:
         raise SystemExit("--max_seq_length must be >= 8, --doc_stride and --max_query_length >= 1")
     if args.do_train and os.path.isdir(args.output_dir):
@@ -108,17 +102,6 @@ def check_args(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # Batches, loss and optimizer
 # ------------------------------------------------------------------------------------------------------------
-
-
-def host_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's share of a global batch (the whole batch on a single host)."""
-    import jax
-
-    count = jax.process_count()
-    if count == 1:
-        return batch
-    index = jax.process_index()
-    return {name: np.array_split(value, count)[index] for name, value in batch.items()}
 
 
 def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
@@ -140,7 +123,7 @@ def train_batches(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, s
         order = shuffler.permutation(rows)
         for start in range(0, rows, batch_size):
             chosen = order[start:start + batch_size]
-            yield host_slice(pad_rows({name: value[chosen] for name, value in arrays.items()}, batch_size))
+            yield pad_rows({name: value[chosen] for name, value in arrays.items()}, batch_size)
 
 
 def weighted_nll(logits: Any, targets: Any, weights: Any) -> Any:
@@ -204,6 +187,8 @@ def predict_raw_results(eval_step: Any, state: Any, context: Any, features: Sequ
     """Start/end logits for every feature, in batches of ``batch_size`` (the last one padded)."""
     from tqdm.auto import tqdm
 
+    from jaxformers.training import host_share
+
     arrays = squad.features_to_arrays(features, is_training=False)
     results: list[squad.RawResult] = []
     for start in tqdm(range(0, len(features), batch_size), desc="Evaluating", unit="batch"):
@@ -211,7 +196,7 @@ def predict_raw_results(eval_step: Any, state: Any, context: Any, features: Sequ
         real = len(chunk["input_ids"])
         padded = pad_rows(chunk, batch_size)
         del padded["example_weight"]
-        start_logits, end_logits = eval_step(state, context.shard_batch(host_slice(padded)))
+        start_logits, end_logits = eval_step(state, context.shard_batch(host_share(padded)))
         start_logits = np.asarray(start_logits)[:real]
         end_logits = np.asarray(end_logits)[:real]
         for offset in range(real):
@@ -229,47 +214,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the script; returns what it computed (``train_history``, ``eval_results``, ``predictions``) for
     callers that import it."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     check_args(args)
-
-    import jax
-
-    if args.no_cuda:
-        jax.config.update("jax_platforms", "cpu")
 
     from jaxformers.models.bert import BertForQuestionAnswering
     from jaxformers.optimization import WarmupLinearSchedule
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import (
         create_train_state,
-        initialize_distributed,
         make_eval_step,
-        make_mesh,
         make_train_step,
         model_from_state,
-        precision_from_args,
+        model_overrides,
+        setup_run,
         train_loop,
         write_eval_results,
     )
 
-    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    is_main = jax.process_index() == 0
-    precision = precision_from_args(args)
-    mesh = make_mesh(args.num_devices)
-    devices = int(mesh.devices.size)
-    logger.info("devices: %d x %s, precision: %s, fsdp: %s", devices, mesh.devices.flat[0].platform,
-                precision.compute, args.fsdp)
-    if args.train_batch_size % (args.gradient_accumulation_steps * devices):
-        raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
-                         f"--gradient_accumulation_steps x devices ({args.gradient_accumulation_steps} x {devices})")
-    # Prediction batches are padded anyway: round up so they split evenly over the devices.
-    predict_batch_size = -(-args.predict_batch_size // devices) * devices
+    setup = setup_run(args)
+    precision, mesh, is_main = setup.precision, setup.mesh, setup.is_main
+    predict_batch_size = setup.round_up(args.predict_batch_size)
     os.makedirs(args.output_dir, exist_ok=True)
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, do_lower_case=args.do_lower_case)
-    overrides = {name: True for name in ("remat", "scan_layers") if getattr(args, name)}
-    model = BertForQuestionAnswering.from_pretrained(args.bert_model, config_overrides=overrides or None)
+    model = BertForQuestionAnswering.from_pretrained(args.bert_model, config_overrides=model_overrides(args))
     outputs: dict[str, Any] = {}
 
     context = state = None

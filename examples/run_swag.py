@@ -36,7 +36,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_squad import (  # after the sys.path line that makes it importable
     bert_adam_without_pooler,
-    host_slice,
     pad_rows,
     train_batches,
     weighted_nll,
@@ -197,23 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the script; returns ``train_history`` and ``eval_results`` for callers that import it."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     if not args.do_train and not args.do_eval:
         raise SystemExit("At least one of `do_train` or `do_eval` must be True.")
     if not args.output_dir:
         raise SystemExit("--output_dir is required")
-    if args.gradient_accumulation_steps < 1:
-        raise SystemExit(f"Invalid gradient_accumulation_steps parameter: {args.gradient_accumulation_steps}, "
-                         "should be >= 1")
     if args.do_train and os.path.isdir(args.output_dir) and set(os.listdir(args.output_dir)) - {"checkpoints"}:
         raise SystemExit(f"Output directory ({args.output_dir}) already exists and is not empty.")
 
     import jax
-
-    if args.no_cuda:
-        jax.config.update("jax_platforms", "cpu")
-
     from tqdm.auto import tqdm
 
     from jaxformers.models.bert import BertForMultipleChoice
@@ -221,30 +211,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import (
         create_train_state,
-        initialize_distributed,
+        host_share,
         make_eval_step,
-        make_mesh,
         make_train_step,
         model_from_state,
-        precision_from_args,
+        model_overrides,
+        setup_run,
         train_loop,
         write_eval_results,
     )
 
-    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    precision = precision_from_args(args)
-    mesh = make_mesh(args.num_devices)
-    devices = int(mesh.devices.size)
-    if args.train_batch_size % (args.gradient_accumulation_steps * devices):
-        raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
-                         f"--gradient_accumulation_steps x devices ({args.gradient_accumulation_steps} x {devices})")
-    eval_batch_size = -(-args.eval_batch_size // devices) * devices
+    setup = setup_run(args)
+    precision, mesh = setup.precision, setup.mesh
+    eval_batch_size = setup.round_up(args.eval_batch_size)
     os.makedirs(args.output_dir, exist_ok=True)
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, do_lower_case=args.do_lower_case)
-    overrides = {name: True for name in ("remat", "scan_layers") if getattr(args, name)}
     model = BertForMultipleChoice.from_pretrained(args.bert_model, num_choices=NUM_CHOICES,
-                                                  config_overrides=overrides or None)
+                                                  config_overrides=model_overrides(args))
     outputs: dict[str, Any] = {}
     context = state = None
     global_step, train_loss = 0, None
@@ -277,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         last_epoch = [entry["loss"] for entry in history if entry["step"] > num_steps - steps_per_epoch]
         train_loss = float(np.mean(last_epoch)) if last_epoch else None
 
-        if jax.process_index() == 0:
+        if setup.is_main:
             model_from_state(context, state).save_pretrained(args.output_dir)
             tokenizer.save_vocabulary(args.output_dir)
             logger.info("model, config and vocabulary saved to %s", args.output_dir)
@@ -303,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             real = len(chunk["labels"])
             padded = pad_rows(chunk, eval_batch_size)
             del padded["example_weight"]
-            logits, nll = eval_step(state, context.shard_batch(host_slice(padded)))
+            logits, nll = eval_step(state, context.shard_batch(host_share(padded)))
             logits, nll = np.asarray(logits)[:real], np.asarray(nll)[:real]
             # As the reference: the mean of per-batch mean losses, and accuracy over all examples.
             batch_losses.append(float(np.mean(nll)))

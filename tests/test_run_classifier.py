@@ -378,9 +378,13 @@ def test_help_and_flag_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run([*base, "--task_name", "mrpc"])
     assert "--do_train and --do_eval" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         run([*base, "--task_name", "mrpc", "--do_train", "--train_batch_size", 10, "--gradient_accumulation_steps", 4])
-    assert "not a multiple of --gradient_accumulation_steps 4" in capsys.readouterr().err
+    assert "--train_batch_size (10) must be a multiple of --gradient_accumulation_steps x devices (4 x 1)" in str(
+        exit_info.value.code)
+    with pytest.raises(SystemExit) as exit_info:
+        run([*base, "--task_name", "mrpc", "--do_train", "--gradient_accumulation_steps", 0])
+    assert "--gradient_accumulation_steps must be >= 1, got 0" in str(exit_info.value.code)
 
 
 def test_refuses_to_train_into_a_non_empty_output_dir(tmp_path):

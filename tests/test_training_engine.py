@@ -28,15 +28,18 @@ from jaxformers.training import (
     Precision,
     add_training_arguments,
     create_train_state,
+    host_share,
     list_checkpoints,
     make_eval_step,
     make_mesh,
     make_train_step,
     model_from_state,
+    model_overrides,
     pad_batch,
     precision_from_args,
     restore_checkpoint,
     save_checkpoint,
+    setup_run,
     shard_batch,
     train_loop,
     write_eval_results,
@@ -365,6 +368,28 @@ def test_precision_validation_and_flags():
     for flag in ("do_train", "do_eval", "do_lower_case", "fsdp", "remat", "scan_layers", "optimize_on_cpu", "bf16"):
         assert getattr(defaults, flag) is False
     assert precision_from_args(parser.parse_args(["--bf16"])) == Precision("bf16")
+
+
+def test_setup_run_checks_batch_flags_and_builds_mesh_and_precision():
+    parser = add_training_arguments(argparse.ArgumentParser())
+    setup = setup_run(parser.parse_args(["--do_train", "--bf16", "--train_batch_size", "6", "--num_devices", "1",
+                                         "--gradient_accumulation_steps", "3"]))
+    assert setup.precision == Precision("bf16")
+    assert setup.num_devices == 1 and setup.is_main
+    assert setup.round_up(5) == 5
+    with pytest.raises(SystemExit, match=r"--train_batch_size \(7\) must be a multiple of "
+                                         r"--gradient_accumulation_steps x devices \(2 x 1\)"):
+        setup_run(parser.parse_args(["--do_train", "--train_batch_size", "7", "--gradient_accumulation_steps", "2"]))
+    with pytest.raises(SystemExit, match="--gradient_accumulation_steps must be >= 1, got 0"):
+        setup_run(parser.parse_args(["--gradient_accumulation_steps", "0"]))
+    # Evaluation-only runs never build train batches, so their train batch size is not checked.
+    assert setup_run(parser.parse_args(["--do_eval", "--train_batch_size", "7", "--gradient_accumulation_steps",
+                                        "2"])).num_devices >= 1
+    assert model_overrides(parser.parse_args([])) is None
+    assert model_overrides(parser.parse_args(["--scan_layers"])) == {"scan_layers": True}
+    assert model_overrides(parser.parse_args(["--remat", "--scan_layers"])) == {"remat": True, "scan_layers": True}
+    batch = {"input_ids": np.arange(6).reshape(3, 2)}
+    assert host_share(batch)["input_ids"] is batch["input_ids"]  # one process: the whole global batch
 
 
 def test_make_train_step_rejects_a_different_precision(mesh):

@@ -112,6 +112,15 @@ MULTI_PROCESS = COMMON + textwrap.dedent(
         got = flat(state.params)
         out[f"fsdp={{fsdp}}_vs_1"] = max(float(np.abs(got[k] - expected[k]).max()) for k in expected.files)
         out[f"fsdp={{fsdp}}_loss"] = float(metrics["loss"])
+    # train_loop takes the global batches (the same on every host) and feeds each host's share itself.
+    from jaxformers.training import train_loop
+    tx = bert_adam(warmup=False)
+    context, looped = create_train_state(new_model(), tx, seed=3, mesh=make_mesh(), fsdp=True)
+    step = make_train_step(context, classifier_loss, tx)
+    looped, history = train_loop(step, looped, global_batches(), num_steps=3, context=context)
+    got = flat(looped.params)
+    out["train_loop_vs_1"] = max(float(np.abs(got[k] - expected[k]).max()) for k in expected.files)
+    out["train_loop_steps"] = len(history)
     save_checkpoint(sys.argv[2], state, 3)  # every process calls it, process 0 writes
     print("RESULT", json.dumps(out))
     """
@@ -202,5 +211,7 @@ def test_two_processes_feeding_their_shards_match_one_way(single_process):
         assert (result["process"], result["processes"], result["devices"], result["local"]) == (index, 2, 8, 4)
         assert result["fsdp=False_vs_1"] <= 1e-6
         assert result["fsdp=True_vs_1"] <= 1e-6
+        assert result["train_loop_vs_1"] <= 1e-6
+        assert result["train_loop_steps"] == 3
     assert results[0]["fsdp=True_loss"] == results[1]["fsdp=True_loss"]
     assert len(list((tmp_path / "multi_checkpoints").glob("checkpoint_*.safetensors"))) == 1

@@ -115,9 +115,9 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_pretraining_model(args: argparse.Namespace):
     from jaxformers.models.bert import BertForPreTraining
+    from jaxformers.training import model_overrides
 
-    overrides = {"remat": bool(args.remat), "scan_layers": bool(args.scan_layers)}
-    return BertForPreTraining.from_pretrained(args.bert_model, config_overrides=overrides)
+    return BertForPreTraining.from_pretrained(args.bert_model, config_overrides=model_overrides(args))
 
 
 def pretraining_loss(model, batch, dropout_rng):
@@ -126,23 +126,17 @@ def pretraining_loss(model, batch, dropout_rng):
 
 
 def train_pretraining(model, batches: Iterable[dict[str, np.ndarray]], num_steps: int,
-                      args: argparse.Namespace, desc: str = "train"):
-    """Run BertAdam over ``batches`` (one dict per optimizer step); returns ``(trained model, history)``."""
+                      args: argparse.Namespace, setup, desc: str = "train"):
+    """Run BertAdam over ``batches`` (one dict per optimizer step) on ``setup``'s mesh and precision (see
+    ``jaxformers.training.setup_run``); returns ``(trained model, history)``."""
     from jaxformers.optimization import BertAdam, get_schedule, weight_decay_mask
-    from jaxformers.training import (
-        create_train_state,
-        make_mesh,
-        make_train_step,
-        model_from_state,
-        precision_from_args,
-        train_loop,
-    )
+    from jaxformers.training import create_train_state, make_train_step, model_from_state, train_loop
 
-    precision = precision_from_args(args)
+    precision = setup.precision
     tx = BertAdam(args.learning_rate, warmup=args.warmup_proportion, t_total=num_steps, weight_decay=0.01,
                   weight_decay_mask=lambda params: weight_decay_mask(params, NO_DECAY))
     context, state = create_train_state(model, tx, seed=args.seed, precision=precision,
-                                        mesh=make_mesh(args.num_devices), fsdp=args.fsdp,
+                                        mesh=setup.mesh, fsdp=args.fsdp,
                                         optimize_on_cpu=args.optimize_on_cpu)
     step = make_train_step(context, pretraining_loss, tx, precision=precision,
                            grad_accum_steps=args.gradient_accumulation_steps)
@@ -158,18 +152,6 @@ def train_pretraining(model, batches: Iterable[dict[str, np.ndarray]], num_steps
 def check_training_args(args: argparse.Namespace) -> None:
     if not args.output_dir:
         raise ValueError("--output_dir is required")
-    if args.gradient_accumulation_steps < 1:
-        raise ValueError(f"--gradient_accumulation_steps must be >= 1, got {args.gradient_accumulation_steps}")
-    if args.train_batch_size % args.gradient_accumulation_steps:
-        raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by "
-                         f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
-
-
-def setup_distributed(args: argparse.Namespace) -> None:
-    if args.coordinator_address or args.num_processes:
-        from jaxformers.training import initialize_distributed
-
-        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
 
 
 def save_model_and_vocab(model, tokenizer, output_dir: str) -> None:
@@ -221,11 +203,11 @@ def epoch_batches(args: argparse.Namespace, tokenizer, num_data_epochs: int) -> 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     check_training_args(args)
-    setup_distributed(args)
     from jaxformers.tokenizers.bert import BertTokenizer
+    from jaxformers.training import setup_run
+
+    setup = setup_run(args)
 
     num_data_epochs, epoch_sizes = count_data_epochs(args.pregenerated_data, args.num_train_epochs)
     num_steps = sum(size // args.train_batch_size for size in epoch_sizes)
@@ -237,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, do_lower_case=args.do_lower_case)
     model = load_pretraining_model(args)
-    model, history = train_pretraining(model, epoch_batches(args, tokenizer, num_data_epochs), num_steps, args)
+    model, history = train_pretraining(model, epoch_batches(args, tokenizer, num_data_epochs), num_steps, args,
+                                       setup)
     if history:
         logger.info("loss: first step %.4f, last step %.4f", history[0]["loss"], history[-1]["loss"])
     if not all(math.isfinite(entry["loss"]) for entry in history):

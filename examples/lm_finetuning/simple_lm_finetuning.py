@@ -30,7 +30,6 @@ from finetune_on_pregenerated import (
     check_training_args,
     load_pretraining_model,
     save_model_and_vocab,
-    setup_distributed,
     train_pretraining,
     write_history,
 )
@@ -161,13 +160,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
-                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     if not args.do_train:
         raise ValueError("nothing to do: pass --do_train")
     check_training_args(args)
-    setup_distributed(args)
     from jaxformers.tokenizers.bert import BertTokenizer
+    from jaxformers.training import setup_run
+
+    setup = setup_run(args)
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, do_lower_case=args.do_lower_case)
     dataset = BERTDataset(args.train_corpus, tokenizer, seq_len=args.max_seq_length)
@@ -181,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
                 len(dataset), args.train_batch_size, num_steps)
     model = load_pretraining_model(args)
     batches = epoch_batches(dataset, epochs, args.train_batch_size, args.seed)
-    model, history = train_pretraining(model, batches, num_steps, args)
+    model, history = train_pretraining(model, batches, num_steps, args, setup)
     if history:
         logger.info("loss: first step %.4f, last step %.4f", history[0]["loss"], history[-1]["loss"])
     save_model_and_vocab(model, tokenizer, args.output_dir)

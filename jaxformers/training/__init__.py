@@ -8,13 +8,16 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .loop import (
+    RunSetup,
     add_training_arguments,
+    model_overrides,
     precision_from_args,
+    setup_run,
     train_loop,
     write_eval_results,
 )
 from .precision import LossScaleState, Precision
-from .sharding import initialize_distributed, make_mesh, pad_batch
+from .sharding import host_share, initialize_distributed, make_mesh, pad_batch
 from .state import (
     TrainContext,
     TrainState,
@@ -35,11 +38,13 @@ def shard_batch(context: TrainContext, batch):
 __all__ = [
     "LossScaleState",
     "Precision",
+    "RunSetup",
     "TrainContext",
     "TrainState",
     "add_training_arguments",
     "create_train_state",
     "gather_to_host",
+    "host_share",
     "initialize_distributed",
     "latest_checkpoint",
     "list_checkpoints",
@@ -47,10 +52,12 @@ __all__ = [
     "make_mesh",
     "make_train_step",
     "model_from_state",
+    "model_overrides",
     "pad_batch",
     "precision_from_args",
     "restore_checkpoint",
     "save_checkpoint",
+    "setup_run",
     "shard_batch",
     "train_loop",
     "write_eval_results",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import logging
 import math
@@ -17,6 +18,7 @@ import numpy as np
 
 from .checkpoint import restore_checkpoint, save_checkpoint
 from .precision import Precision
+from .sharding import host_share, initialize_distributed, make_mesh
 from .state import TrainContext, TrainState
 
 logger = logging.getLogger("jaxformers")
@@ -80,6 +82,55 @@ def precision_from_args(args: argparse.Namespace) -> Precision:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """What an example script settles before it loads a model: the device mesh and the precision."""
+
+    mesh: jax.sharding.Mesh
+    precision: Precision
+
+    @property
+    def num_devices(self) -> int:
+        return int(self.mesh.devices.size)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is process 0, the one that writes files on a multi-host run."""
+        return jax.process_index() == 0
+
+    def round_up(self, batch_size: int) -> int:
+        """``batch_size`` rounded up to a multiple of the device count (evaluation batches are padded anyway)."""
+        return -(-batch_size // self.num_devices) * self.num_devices
+
+
+def setup_run(args: argparse.Namespace) -> RunSetup:
+    """The start every example shares: logging, ``--no_cuda``, the multi-host runtime, ``--fp16/--bf16`` and
+    the mesh over ``--num_devices``. With ``--do_train`` (or no such flag) it checks that the train batch splits
+    evenly into accumulation steps and devices, so a bad flag fails here rather than inside a compiled step."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
+    if getattr(args, "no_cuda", False):
+        jax.config.update("jax_platforms", "cpu")
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    setup = RunSetup(mesh=make_mesh(args.num_devices), precision=precision_from_args(args))
+    accumulation = getattr(args, "gradient_accumulation_steps", 1)
+    if accumulation < 1:
+        raise SystemExit(f"--gradient_accumulation_steps must be >= 1, got {accumulation}")
+    if getattr(args, "do_train", True) and args.train_batch_size % (accumulation * setup.num_devices):
+        raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
+                         f"--gradient_accumulation_steps x devices ({accumulation} x {setup.num_devices})")
+    logger.info("devices: %d x %s, precision: %s, fsdp: %s, processes: %d", setup.num_devices,
+                setup.mesh.devices.flat[0].platform, setup.precision.compute, getattr(args, "fsdp", False),
+                jax.process_count())
+    return setup
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, bool] | None:
+    """``--remat`` / ``--scan_layers`` as ``from_pretrained(config_overrides=...)``; None when neither is set."""
+    overrides = {name: True for name in ("remat", "scan_layers") if getattr(args, name, False)}
+    return overrides or None
+
+
 def write_eval_results(output_dir: str | os.PathLike, results: Mapping[str, Any]) -> Path:
     """``output_dir/eval_results.txt``: one ``key = value`` line per result, keys sorted (as the reference)."""
     path = Path(output_dir) / "eval_results.txt"
@@ -99,9 +150,7 @@ def write_eval_results(output_dir: str | os.PathLike, results: Mapping[str, Any]
 
 def _batch_rows(batch: Mapping[str, Any]) -> int:
     first = next(iter(batch.values()), None)
-    rows = 0 if first is None or np.ndim(first) == 0 else int(np.shape(first)[0])
-    # On multi-host runs each process feeds its slice; the global batch is all of them.
-    return rows * jax.process_count()
+    return 0 if first is None or np.ndim(first) == 0 else int(np.shape(first)[0])
 
 
 def train_loop(
@@ -117,7 +166,9 @@ def train_loop(
     lr_fn: Callable[[int], float] | None = None,
     keep_checkpoints: int = 2,
 ) -> tuple[TrainState, list[dict[str, float]]]:
-    """Run ``step`` over ``batches`` (host dicts, one per optimizer step) until ``state.step == num_steps``.
+    """Run ``step`` over ``batches`` (global batches as host dicts, one per optimizer step) until
+    ``state.step == num_steps``. On a multi-host run every process yields the same global batches and feeds its
+    own share of each (:func:`host_share`).
 
     With ``checkpoint_dir`` it first resumes from the latest checkpoint there and skips the batches already
     consumed (so ``batches`` must yield the same sequence on every run: seed its shuffling); with
@@ -168,7 +219,7 @@ def train_loop(
                 logger.warning("the batches ran out after step %d of %d", step_number - 1, num_steps)
                 break
             examples_seen += _batch_rows(batch)
-            state, metrics = step(state, context.shard_batch(batch))
+            state, metrics = step(state, context.shard_batch(host_share(batch)))
             # Reading a step's metrics waits for it; read the previous one's so the next step is already queued.
             if pending is not None:
                 record(*pending)

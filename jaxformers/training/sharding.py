@@ -94,6 +94,22 @@ def shard_batch_on_mesh(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, jax.A
     return out
 
 
+def host_share(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """This process's contiguous share of a global batch (the whole batch on a single host).
+
+    Multi-host input pipelines here build the same global batch on every host (seeded shuffling) and each host
+    feeds only its rows to :func:`shard_batch_on_mesh`.
+    """
+    hosts = jax.process_count()
+    if hosts == 1:
+        return dict(batch)
+    rows = len(next(iter(batch.values())))
+    if rows % hosts:
+        raise ValueError(f"a global batch of {rows} rows does not split evenly over the {hosts} processes")
+    start = jax.process_index() * (rows // hosts)
+    return {name: value[start:start + rows // hosts] for name, value in batch.items()}
+
+
 def pad_batch(batch: Mapping[str, Any], multiple: int) -> tuple[dict[str, np.ndarray], int]:
     """Pad every entry along dim 0 (repeating zeros) up to a multiple of ``multiple``; returns the padded batch
     and how many rows are real, so the caller can drop the padding from the outputs."""
