@@ -58,8 +58,8 @@ from .tokenizers.transfo_xl import (
     LMShuffledIterator,
     TransfoXLCorpus,
     TransfoXLTokenizer,
-    UnsafePickleError,
 )
+from .safe_pickle import UnsafePickleError
 
 __all__ = [
     "BasicTokenizer",

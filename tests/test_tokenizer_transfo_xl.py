@@ -16,15 +16,14 @@ from local_hub import LocalHub
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxformers.tokenizers import transfo_xl as ours
+from jaxformers import safe_pickle
+from jaxformers.safe_pickle import UnsafePickleError, load_pickled_data
 from jaxformers.tokenizers.transfo_xl import (
     LMMultiFileIterator,
     LMOrderedIterator,
     LMShuffledIterator,
     TransfoXLCorpus,
     TransfoXLTokenizer,
-    UnsafePickleError,
-    load_pickled_data,
 )
 
 torch = pytest.importorskip("torch")
@@ -539,10 +538,10 @@ def test_torch_tensors_load_as_numpy_without_torch_code(tmp_path):
 
 
 def test_out_of_bounds_tensor_view_is_refused():
-    storage = ours._Storage("0", np.dtype(np.int64), 4, np.arange(4))
-    np.testing.assert_array_equal(ours._tensor_from_storage(storage, 1, (2, 2), (1, 1)), [[1, 2], [2, 3]])
+    storage = safe_pickle._Storage("0", np.dtype(np.int64), 4, np.arange(4))
+    np.testing.assert_array_equal(safe_pickle._tensor_from_storage(storage, 1, (2, 2), (1, 1)), [[1, 2], [2, 3]])
     with pytest.raises(pickle.UnpicklingError, match="reaches element 4"):
-        ours._tensor_from_storage(storage, 1, (2, 2), (2, 1))
+        safe_pickle._tensor_from_storage(storage, 1, (2, 2), (2, 1))
 
 
 def test_bad_vocab_json_names_the_key(tmp_path):

@@ -61,12 +61,12 @@ def _reconstruct(cls: Any, base: Any, state: Any) -> PickledRecord:
 def load_original_corpus(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(corpus attributes without the vocabulary, vocabulary attributes)`` from the original corpus pickle.
 
-    Beyond the tokenizer module's plain-data whitelist, only the original Corpus/Vocab classes (as inert
+    Beyond ``jaxformers.safe_pickle``'s plain-data whitelist, only the original Corpus/Vocab classes (as inert
     attribute records) and ``copyreg._reconstructor`` for them are allowed.
     """
-    from jaxformers.tokenizers import transfo_xl as data
+    from jaxformers.safe_pickle import RestrictedUnpickler
 
-    class CorpusUnpickler(data._RestrictedUnpickler):  # the tokenizer module's whitelist, extended
+    class CorpusUnpickler(RestrictedUnpickler):  # the plain-data whitelist, extended
         def __init__(self, stream, source):
             super().__init__(stream, source)
             # Python 2 pickles (the original release) store numpy buffers as str: decode them as latin1.
