@@ -39,11 +39,9 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bert_inference(config_kwargs: dict, batch: int, seq: int, repeats: int, checkpoint: str | None = None) -> dict:
-    """Forward pass of BertModel (last layer + pooled) in both libraries with identical weights."""
-    import jax
+def _bert_pair(config_kwargs: dict, checkpoint: str | None = None):
+    """jaxformers BertModel (random or from ``checkpoint``) and the reference BertModel with the same weights."""
     import torch
-    from flax import nnx
     from pytorch_pretrained_bert import modeling as reference
 
     from jaxformers.models.bert import BertConfig, BertModel
@@ -56,6 +54,14 @@ def bert_inference(config_kwargs: dict, batch: int, seq: int, repeats: int, chec
     ref_config.__dict__.update(ours.config.to_dict())
     torch_model = reference.BertModel(ref_config).eval()
     torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.torch_state_dict().items()})
+    return ours, torch_model
+
+
+def _time_inference(ours, torch_model, batch: int, seq: int, repeats: int) -> dict:
+    """Forward pass (last layer + pooled) of both models on the same random ids: median times and max diff."""
+    import jax
+    import torch
+    from flax import nnx
 
     rng = np.random.RandomState(0)
     input_ids = rng.randint(0, ours.config.vocab_size, (batch, seq))
@@ -81,6 +87,22 @@ def bert_inference(config_kwargs: dict, batch: int, seq: int, repeats: int, chec
         "ratio_vs_torch": round(jax_s / torch_s, 3), "jaxformers_compile_s": round(compile_s, 2),
         "max_abs_diff": max_diff,
     }
+
+
+def bert_inference(config_kwargs: dict, batch: int, seq: int, repeats: int, checkpoint: str | None = None) -> dict:
+    """Forward pass of BertModel in both libraries with identical weights."""
+    return _time_inference(*_bert_pair(config_kwargs, checkpoint), batch, seq, repeats)
+
+
+def infer_scaling(repeats: int, seqs=(128, 256, 512), batches=(8, 32, 128)) -> dict:
+    """BERT-base inference over sequence length x batch size, both libraries, one model pair for all shapes."""
+    ours, torch_model = _bert_pair({})
+    out = {}
+    for seq in seqs:
+        for batch in batches:
+            out[f"b{batch}_s{seq}"] = _time_inference(ours, torch_model, batch, seq, repeats)
+            print(f"b{batch}_s{seq}", json.dumps(out[f"b{batch}_s{seq}"]), flush=True)
+    return out
 
 
 def checkpoint_load(checkpoint: str, repeats: int) -> dict:
@@ -147,6 +169,8 @@ def cpu_suite(only: set[str] | None, repeats: int) -> dict:
         "minilm_infer_b32_s128": lambda: bert_inference({}, 32, 128, repeats, checkpoint=minilm_dir()),
         "minilm_load": lambda: checkpoint_load(minilm_dir(), repeats),
         "compile_scaling": compile_scaling,
+        # Fewer repeats: the largest shape takes tens of seconds per call on 2 cores.
+        "infer_scaling": lambda: infer_scaling(max(1, min(repeats, 3))),
     }
     results = {}
     for name, run in workloads.items():
@@ -202,8 +226,10 @@ BERT_WORKLOADS = {
 }
 # (model sizes, prompt tokens, new tokens)
 GPT2_WORKLOAD = ((GPT2_SMALL, 16, 256), (GPT2_TINY, 4, 16))
+# Train-step scaling: (model sizes, sequence lengths, batch sizes) for full-size and --tiny runs.
+TRAIN_SCALING = ((BERT_BASE, (128, 256, 512), (8, 32, 128)), (BERT_TINY, (16, 32), (2, 4)))
 GPU_WORKLOADS = ("bert_base_train", "bert_large_qa_train", "bert_base_infer", "gpt2_decode",
-                 "first_step_bert_base", "first_step_bert_large")
+                 "first_step_bert_base", "first_step_bert_large", "train_scaling")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,10 +596,42 @@ def _ratios(jax_seconds: float, torch_seconds: float) -> dict:
     return {"time_ratio": float(f"{ratio:.4g}"), "speedup": float(f"{1 / ratio:.4g}")}
 
 
+def train_scaling(devices: Devices, options: GpuOptions) -> dict:
+    """BERT-base classification train step over sequence length x batch size, both libraries.
+
+    Every torch point runs first and hands its memory back; then the jaxformers points, smallest first (JAX's
+    allocator keeps what it has taken, so its peak memory is the largest so far, which is this point's when
+    the points grow). Fewer steps per point (at most 10 timed, 3 warm-up) keep the grid's run short.
+    """
+    sizes, seqs, batches = TRAIN_SCALING[1] if options.tiny else TRAIN_SCALING[0]
+    options = dataclasses.replace(options, repeats=max(1, min(options.repeats, 10)), warmup=min(options.warmup, 3))
+    points = sorted(((batch, seq) for seq in seqs for batch in batches), key=lambda point: (point[0] * point[1], point[1]))
+    theirs = {}
+    for batch, seq in points:
+        theirs[batch, seq] = torch_bert_train(devices, "classification", sizes, batch, seq, options, False)
+        _release_torch_memory()
+    results = {}
+    for batch, seq in points:
+        ours = jax_bert_train(devices, "classification", sizes, batch, seq, options, False)
+        flops = bert_flops(sizes, batch, seq, "classification", train=True)
+        for side in (ours, theirs[batch, seq]):
+            side["tflops"] = round(flops / (side["ms_per_step"] / 1e3) / 1e12, 3)
+            side["tokens_per_s"] = round(batch * seq / (side["ms_per_step"] / 1e3), 1)
+        results[f"b{batch}_s{seq}"] = {"batch": batch, "seq": seq, "flops_per_step": flops, "jaxformers": ours,
+                                       "torch": theirs[batch, seq],
+                                       **_ratios(ours["ms_per_step"], theirs[batch, seq]["ms_per_step"])}
+        print(f"b{batch}_s{seq}", json.dumps(results[f"b{batch}_s{seq}"]), flush=True)
+    config = {**sizes, "head": "classification", "seqs": list(seqs), "batches": list(batches),
+              "repeats": options.repeats, "warmup": options.warmup}
+    return {"config": config, "points": results}
+
+
 def run_gpu_workload(name: str, options: GpuOptions) -> dict:
     """One workload, both libraries, in this process. The reference runs first (see _release_torch_memory),
     except in the first-step workloads, where jaxformers goes first so that its compile time is a cold one."""
     devices = Devices()
+    if name == "train_scaling":
+        return train_scaling(devices, options)
     if name == "gpt2_decode":
         sizes, prompt_len, new_tokens = GPT2_WORKLOAD[1] if options.tiny else GPT2_WORKLOAD[0]
         prompt = np.random.RandomState(0).randint(0, GPT2_VOCAB, (1, prompt_len)).astype(np.int32)
@@ -735,9 +793,13 @@ def gpu_suite(names: list[str], options: GpuOptions, isolate: bool, worker_args:
 def markdown_table(results: dict) -> str:
     """The issue's table rows from a results dict (jaxformers, reference, time ratio)."""
     rows = ["| workload | jaxformers | torch 0.6.2 reference | jaxformers time / torch time |", "|---|---|---|---|"]
+    scaling = None
     for name, result in results.items():
         if "error" in result:
             rows.append(f"| {name} | error: {result['error'][:80]} | | |")
+            continue
+        if name == "train_scaling":
+            scaling = result
             continue
         ours, theirs = result["jaxformers"], result["torch"]
         if name == "gpt2_decode":
@@ -750,6 +812,17 @@ def markdown_table(results: dict) -> str:
             cells = [f"{ours['ms_per_step']:.2f} ms ({ours['tflops']:.3g} TFLOP/s)",
                      f"{theirs['ms_per_step']:.2f} ms ({theirs['tflops']:.3g} TFLOP/s)"]
         rows.append(f"| {name} | {cells[0]} | {cells[1]} | {result['time_ratio']:.2f} |")
+    if scaling is not None:
+        rows += ["", "Train step, ms: jaxformers / torch (time ratio)", "",
+                 "| batch \\ seq | " + " | ".join(str(seq) for seq in scaling["config"]["seqs"]) + " |",
+                 "|---|" + "---|" * len(scaling["config"]["seqs"])]
+        for batch in scaling["config"]["batches"]:
+            cells = []
+            for seq in scaling["config"]["seqs"]:
+                point = scaling["points"][f"b{batch}_s{seq}"]
+                cells.append(f"{point['jaxformers']['ms_per_step']:.2f} / {point['torch']['ms_per_step']:.2f} "
+                             f"({point['time_ratio']:.2f})")
+            rows.append(f"| {batch} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("bert_base_train", "bert_large_qa_train", "bert_base_infer", "gpt2_decode",
-             "first_step_bert_base", "first_step_bert_large")
+             "first_step_bert_base", "first_step_bert_large", "train_scaling")
 # The figure each workload must report for both libraries.
 MAIN_FIGURE = {
     "bert_base_train": "ms_per_step",
@@ -49,21 +49,37 @@ def test_gpu_suite_tiny_writes_every_workload(tmp_path):
     results = document["results"]
     assert set(results) == set(WORKLOADS)
     for name in WORKLOADS:
-        result = results[name]
-        assert "error" not in result, (name, result)
-        for side in ("jaxformers", "torch"):
-            figures = result[side]
-            assert _positive(figures[MAIN_FIGURE[name]]), (name, side, figures)
-            assert _positive(figures["params"]), (name, side, figures)
-            assert _positive(figures.get("first_step_s", figures.get("first_call_s"))), (name, side, figures)
-            # Peak memory is only readable on accelerators; elsewhere it is reported as null.
-            assert figures["peak_memory_gb"] is None or _positive(figures["peak_memory_gb"])
-        assert _positive(result["time_ratio"]) and _positive(result["speedup"]), (name, result)
-        assert result["time_ratio"] == pytest.approx(1 / result["speedup"], rel=0.01)
-        # Both libraries built the same architecture.
-        assert result["jaxformers"]["params"] == result["torch"]["params"], name
+        assert "error" not in results[name], (name, results[name])
+        if name != "train_scaling":
+            _check_side_by_side(name, results[name], MAIN_FIGURE[name])
     for name in ("bert_base_train", "bert_large_qa_train", "bert_base_infer"):
         assert _positive(results[name]["flops_per_step"])
         assert _positive(results[name]["jaxformers"]["tflops"]) and _positive(results[name]["torch"]["tflops"])
     for name in ("bert_base_train", "bert_large_qa_train"):
         assert math.isfinite(results[name]["jaxformers"]["loss"]) and math.isfinite(results[name]["torch"]["loss"])
+
+    # The scaling grid (tiny: seq 16/32 x batch 2/4): every point timed in both libraries, and printed as a table.
+    scaling = results["train_scaling"]
+    assert set(scaling["points"]) == {"b2_s16", "b4_s16", "b2_s32", "b4_s32"}
+    for label, point in scaling["points"].items():
+        _check_side_by_side(label, point, "ms_per_step")
+        assert _positive(point["flops_per_step"]) and _positive(point["jaxformers"]["tflops"])
+        assert math.isfinite(point["jaxformers"]["loss"]) and math.isfinite(point["torch"]["loss"])
+        assert point["jaxformers"]["tokens_per_s"] == pytest.approx(
+            point["batch"] * point["seq"] / (point["jaxformers"]["ms_per_step"] / 1e3), rel=0.01)
+    assert scaling["points"]["b4_s32"]["flops_per_step"] > scaling["points"]["b2_s32"]["flops_per_step"]
+    assert "| batch \\ seq | 16 | 32 |" in completed.stdout
+
+
+def _check_side_by_side(name: str, result: dict, main_figure: str) -> None:
+    for side in ("jaxformers", "torch"):
+        figures = result[side]
+        assert _positive(figures[main_figure]), (name, side, figures)
+        assert _positive(figures["params"]), (name, side, figures)
+        assert _positive(figures.get("first_step_s", figures.get("first_call_s"))), (name, side, figures)
+        # Peak memory is only readable on accelerators; elsewhere it is reported as null.
+        assert figures["peak_memory_gb"] is None or _positive(figures["peak_memory_gb"])
+    assert _positive(result["time_ratio"]) and _positive(result["speedup"]), (name, result)
+    assert result["time_ratio"] == pytest.approx(1 / result["speedup"], rel=0.01)
+    # Both libraries built the same architecture.
+    assert result["jaxformers"]["params"] == result["torch"]["params"], name
