@@ -83,3 +83,23 @@ def _check_side_by_side(name: str, result: dict, main_figure: str) -> None:
     assert result["time_ratio"] == pytest.approx(1 / result["speedup"], rel=0.01)
     # Both libraries built the same architecture.
     assert result["jaxformers"]["params"] == result["torch"]["params"], name
+
+
+@pytest.mark.slow
+def test_finetune_glue_benchmark_runs_run_classifier_and_reports_figures(tmp_path):
+    output = tmp_path / "finetune.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "finetune_glue.py"), "--model", "tiny", "--train_rows", "96",
+         "--train_batch_size", "8", "--max_seq_length", "32", "--epochs", "1", "--output", str(output)],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["steps"] == 12  # 96 rows / batch 8, one epoch
+    assert report["config"]["precision"] == "fp32"  # auto: fp32 on CPU
+    assert _positive(report["steps_per_s"]) and _positive(report["first_steps_s"])
+    assert report["examples_per_s"] == pytest.approx(report["steps_per_s"] * 8, rel=0.01)
+    assert math.isfinite(report["first_loss"]) and math.isfinite(report["last_loss"])
+    assert 0.0 <= report["eval"]["acc"] <= 1.0 and 0.0 <= report["eval"]["f1"] <= 1.0  # MRPC metrics
+    assert report["peak_memory_gb"] is None or _positive(report["peak_memory_gb"])

