@@ -24,6 +24,7 @@ from flax import nnx
 
 from jaxformers.generation import Generator, filter_logits, generate, top_k_filter, top_p_filter
 from jaxformers.layers import Embedding, LayerNorm, Linear, attention, merge_heads, split_heads
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -413,13 +414,6 @@ def test_real_gpt2_sampling_with_filters_is_reproducible():
 # examples/run_gpt2.py end to end
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("run_gpt2_example", REPO_ROOT / "examples" / "run_gpt2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def tiny_gpt2_dir(tmp_path_factory):
     """A tiny random GPT-2 with the real 50257-token vocabulary (small n_embd keeps it cheap)."""
@@ -439,7 +433,7 @@ def test_run_gpt2_prompt_prints_samples(tiny_gpt2_dir, capsys):
     from jaxformers.models.gpt2 import GPT2LMHeadModel
     from jaxformers.tokenizers.gpt2 import GPT2Tokenizer
 
-    example = load_example()
+    example = load_script("examples/run_gpt2.py")
     prompt = "Hello, my dog is cute"
     example.main(["--model_name_or_path", str(tiny_gpt2_dir), "--prompt", prompt, "--length", "5",
                   "--nsamples", "4", "--batch_size", "2", "--top_k", "40", "--top_p", "0.9", "--seed", "3"])
@@ -462,7 +456,7 @@ def test_run_gpt2_prompt_prints_samples(tiny_gpt2_dir, capsys):
 
 @needs_gpt2
 def test_run_gpt2_unconditional_and_input_file(tiny_gpt2_dir, tmp_path, capsys):
-    example = load_example()
+    example = load_script("examples/run_gpt2.py")
     example.main(["--model_name_or_path", str(tiny_gpt2_dir), "--unconditional", "--length", "4", "--seed", "0"])
     assert len(parse_samples(capsys.readouterr().out)) == 1
 
@@ -482,7 +476,7 @@ def test_run_gpt2_reads_prompts_from_stdin_until_eof(tiny_gpt2_dir, monkeypatch,
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("Once upon a time\n\nThe end\n"))
-    load_example().main(["--model_name_or_path", str(tiny_gpt2_dir), "--length", "2", "--greedy"])
+    load_script("examples/run_gpt2.py").main(["--model_name_or_path", str(tiny_gpt2_dir), "--length", "2", "--greedy"])
     printed = capsys.readouterr().out
     assert printed.count("Prompt should not be empty!") == 1
     assert len(parse_samples(printed)) == 2  # one sample per non-empty prompt, then EOF ends the loop
@@ -490,7 +484,7 @@ def test_run_gpt2_reads_prompts_from_stdin_until_eof(tiny_gpt2_dir, monkeypatch,
 
 @needs_gpt2
 def test_run_gpt2_rejects_lengths_beyond_the_context(tiny_gpt2_dir):
-    example = load_example()
+    example = load_script("examples/run_gpt2.py")
     with pytest.raises(SystemExit, match="longer than the model's window"):
         example.main(["--model_name_or_path", str(tiny_gpt2_dir), "--prompt", "Hi", "--length", "33"])
 

@@ -4,7 +4,6 @@ pytorch_pretrained_bert, and shortcut names through a model hub on 127.0.0.1."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from jaxformers.models import gpt2 as jxg
 from jaxformers.models import openai_gpt as jxo
 from local_hub import LocalHub
 from parity_utils import assert_close, torch_state_numpy
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 GPT2_TINY = dict(n_positions=16, n_ctx=16, n_embd=32, n_layer=2, n_head=4)
@@ -27,13 +27,6 @@ OPENAI_TINY = dict(n_positions=16, n_ctx=16, n_embd=32, n_layer=2, n_head=4)
 VOCAB = 99
 LAYER_PARAMS = ("attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w", "attn/c_proj/b", "ln_1/g", "ln_1/b",
                 "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w", "mlp/c_proj/b", "ln_2/g", "ln_2/b")
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "conversion" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def torch_key_of(layer: int, param: str) -> str:
@@ -93,7 +86,7 @@ def test_openai_numpy_checkpoint_loads_like_the_reference_and_converts(tmp_path)
     assert_close(hidden, expected, 1e-5, "hidden states from the numpy checkpoint")
 
     out = tmp_path / "converted"
-    load_script("convert_openai_checkpoint").main([
+    load_script("conversion/convert_openai_checkpoint.py").main([
         "--openai_checkpoint_folder_path", str(checkpoint), "--openai_config_file", str(checkpoint / "config.json"),
         "--output_dir", str(out), "--pytorch",
     ])
@@ -171,7 +164,7 @@ def test_gpt2_tf_checkpoint_loads_like_the_reference_and_converts(tmp_path):
     assert_close(hidden, expected_hidden.numpy(), 1e-5, "hidden states from the TF checkpoint")
 
     out = tmp_path / "converted"
-    load_script("convert_gpt2_checkpoint").main([
+    load_script("conversion/convert_gpt2_checkpoint.py").main([
         "--gpt2_checkpoint_path", str(checkpoint / "model.ckpt"), "--output_dir", str(out), "--pytorch",
     ])
     exported = torch.load(out / "pytorch_model.bin", weights_only=True)

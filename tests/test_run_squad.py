@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,14 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from script_loader import load_script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-squad = _load("squad")
-run_squad = _load("run_squad")
+squad = load_script("examples/squad.py")
+run_squad = load_script("examples/run_squad.py")
 
 PARAGRAPHS = [
     (("Super Bowl 50 was played in Santa Clara, California. The Denver Broncos won the game against the "

@@ -3,10 +3,8 @@ computation (pytorch_transformers' TransfoXLLMHeadModel fed the same batches wit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +12,10 @@ import torch
 from pytorch_transformers import modeling_transfo_xl as ref
 
 from jaxformers.tokenizers.transfo_xl import TransfoXLCorpus
+from script_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the cat sat on a mat while dog ran past old red barn near green hill under blue sky and "
          "bird sang song of rain over quiet town").split()
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("run_transfo_xl", ROOT / "examples" / "run_transfo_xl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +62,7 @@ def reference_loss(reference, corpus, split, batch_size, tgt_len, mem_len, clamp
 ])
 def test_perplexity_equals_reference(model_dir, tmp_path, split, batch_size, tgt_len, mem_len, clamp_len):
     directory, reference = model_dir
-    results = load_example().main([
+    results = load_script("examples/run_transfo_xl.py").main([
         "--model_name", str(directory), "--split", split, "--batch_size", str(batch_size),
         "--tgt_len", str(tgt_len), "--mem_len", str(mem_len), "--clamp_len", str(clamp_len),
         "--same_length", "--work_dir", str(tmp_path / "work"), "--no_progress",
@@ -87,7 +78,7 @@ def test_perplexity_equals_reference(model_dir, tmp_path, split, batch_size, tgt
 
 def test_all_splits_and_extended_context(model_dir, tmp_path):
     directory, _ = model_dir
-    example = load_example()
+    example = load_script("examples/run_transfo_xl.py")
     base = ["--model_name", str(directory), "--batch_size", "2", "--tgt_len", "4", "--mem_len", "4",
             "--work_dir", str(tmp_path), "--no_progress"]
     results = example.main(base + ["--split", "all"])

@@ -7,25 +7,14 @@ the rules of the reference scripts (pytorch-pretrained-bert 0.6.2 ``run_squad.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_squad_module():
-    spec = importlib.util.spec_from_file_location("squad", REPO_ROOT / "examples" / "squad.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["squad"] = module
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script
 
 
-squad = _load_squad_module()
+squad = load_script("examples/squad.py")
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "denver", "broncos", "won", "super", "bowl", "50",
          "in", "santa", "clara", ",", "california", ".", "who", "where", "was", "it", "played", "?", "(", ")",

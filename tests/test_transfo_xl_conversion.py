@@ -3,7 +3,6 @@ kimiyoung variable names), the reference's pytorch_model.bin both ways, and the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import sys
@@ -18,23 +17,17 @@ from pytorch_transformers import modeling_transfo_xl as ref
 
 from jaxformers.models import transfo_xl as jx
 from parity_utils import assert_close, torch_state_numpy
+from script_loader import load_script
 
 tf = pytest.importorskip("tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
+CONVERTER = "conversion/convert_transfo_xl_checkpoint.py"
 N_TOKEN = 60
 FIELDS = dict(d_model=32, n_head=4, d_head=8, d_inner=37, n_layer=2, tgt_len=4, mem_len=5, clamp_len=3,
               dropout=0.0, dropatt=0.0)
 DIV2 = dict(FIELDS, cutoffs=[10, 30], d_embed=32, div_val=2, untie_r=True)
 DIV1_SHARED_R = dict(FIELDS, cutoffs=[20, 40], d_embed=16, div_val=1, untie_r=False)
-
-
-def load_converter():
-    spec = importlib.util.spec_from_file_location(
-        "convert_transfo_xl_checkpoint", ROOT / "conversion" / "convert_transfo_xl_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_tf_checkpoint(arrays: dict[str, np.ndarray], prefix: Path) -> None:
@@ -98,7 +91,7 @@ def test_tf_checkpoint_matches_reference_loader_and_converter(tmp_path):
     assert_close(log_probs_of(ours, INPUT_IDS), expected, 1e-5, "from_pretrained(from_tf=True)")
 
     dump = tmp_path / "converted"
-    load_converter().main(["--pytorch_dump_folder_path", str(dump), "--tf_checkpoint_path", str(checkpoint_dir),
+    load_script(CONVERTER).main(["--pytorch_dump_folder_path", str(dump), "--tf_checkpoint_path", str(checkpoint_dir),
                            "--transfo_xl_config_file", str(checkpoint_dir / "config.json")])
     assert {"config.json", "flax_model.msgpack", "pytorch_model.bin"} <= {p.name for p in dump.iterdir()}
     # The written pytorch_model.bin loads strictly into the reference and equals its own TF load.
@@ -213,7 +206,7 @@ def test_original_corpus_pickle_converts_to_vocab_json_and_npz(tmp_path, origina
     pickled.write_bytes(pickle.dumps(corpus, protocol=protocol))
 
     dump = tmp_path / "out"
-    load_converter().main(["--pytorch_dump_folder_path", str(dump), "--transfo_xl_dataset_file", str(pickled)])
+    load_script(CONVERTER).main(["--pytorch_dump_folder_path", str(dump), "--transfo_xl_dataset_file", str(pickled)])
     assert {p.name for p in dump.iterdir()} == {"vocab.json", "corpus.npz"}
     loaded = TransfoXLCorpus.from_pretrained(str(dump))
     assert loaded.dataset == "wt103"
@@ -231,5 +224,5 @@ def test_corpus_pickle_with_code_is_refused(tmp_path, original_modules):
     pickled = tmp_path / "cache.pkl"
     pickled.write_bytes(pickle.dumps({"vocab": Exploit()}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        load_converter().main(["--dump_folder", str(tmp_path / "out"), "--transfo_xl_dataset_file", str(pickled)])
+        load_script(CONVERTER).main(["--dump_folder", str(tmp_path / "out"), "--transfo_xl_dataset_file", str(pickled)])
     assert not (tmp_path / "pwned").exists()
