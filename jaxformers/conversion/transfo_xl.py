@@ -5,7 +5,8 @@ Two independent parts, as in pytorch-pretrained-bert's converter:
 * ``--tf_checkpoint_path``: the TensorFlow checkpoint (``model.ckpt-0``...) plus ``--transfo_xl_config_file``
   (a 0.6.x-style JSON; the defaults are transfo-xl-wt103's). Writes ``config.json``, ``flax_model.msgpack`` and
   ``pytorch_model.bin`` (the reference's key names, loadable with ``strict=True`` by pytorch_pretrained_bert /
-  pytorch_transformers).
+  pytorch_transformers). The written config sets ``same_length_mask: "tf"``, the original code's attention
+  mask under ``same_length`` (the PyTorch libraries always use their own, which hides one more key).
 * ``--transfo_xl_dataset_file``: the pre-processed corpus pickle of the original code (``cache.pkl``: a
   ``data_utils.Corpus`` holding a ``vocabulary.Vocab``). It is read with a restricted unpickler that only builds
   plain data (no code from the file runs) and written as ``vocab.json`` + ``corpus.npz``, which
@@ -124,6 +125,9 @@ def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: st
     from jaxformers.tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
 
     config = TransfoXLConfig.from_json_file(config_file) if config_file else TransfoXLConfig()
+    # The original TF model's same_length mask lets each query see one key more than the PyTorch port's; the
+    # converted model (and the config.json written with it) keeps the TF behaviour so its losses match.
+    config = TransfoXLConfig.from_dict({**config.to_dict(), "same_length_mask": "tf"})
     checkpoint = find_tf_checkpoint(tf_checkpoint_path)
     logger.info("converting %s with config %s", checkpoint, config)
     model = TransfoXLLMHeadModel(config)

@@ -26,6 +26,9 @@ Differences on purpose, documented:
 * Sampled softmax (``sample_softmax > 0``) works in training (the reference cannot build it with tied weights
   and asserts with untied ones); in evaluation such a model scores with the full softmax of the same output
   weights (the reference would fail: it has no adaptive softmax then).
+* ``same_length_mask`` (config field, ``"pytorch"`` by default): with ``same_length=True`` the original
+  TensorFlow code lets each query see one key more than the PyTorch port. ``"tf"`` reproduces the TF model
+  (the TF checkpoint converter sets it); PyTorch checkpoints keep ``"pytorch"``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ _V1_CONFIG_MARKERS = frozenset({
 })
 EPS_0_6 = 1e-12
 EPS_1_2 = 1e-5
+# ``same_length`` mask variants (see ``attention_mask``): the PyTorch port's (default) and the original TF code's.
+SAME_LENGTH_MASKS = ("pytorch", "tf")
 
 
 class TransfoXLConfig(PretrainedConfig):
@@ -82,6 +87,7 @@ class TransfoXLConfig(PretrainedConfig):
         mem_len: int = 1600,
         clamp_len: int = 1000,
         same_length: bool = True,
+        same_length_mask: str = "pytorch",
         proj_share_all_but_first: bool = True,
         attn_type: int = 0,
         sample_softmax: int = -1,
@@ -114,6 +120,7 @@ class TransfoXLConfig(PretrainedConfig):
             ext_len=ext_len,
             mem_len=mem_len,
             same_length=same_length,
+            same_length_mask=same_length_mask,
             attn_type=attn_type,
             clamp_len=clamp_len,
             sample_softmax=sample_softmax,
@@ -186,6 +193,9 @@ def validate_config(config: TransfoXLConfig) -> None:
     if getattr(config, "scan_layers", False) or getattr(config, "remat", False):
         raise ValueError("TransfoXLConfig: scan_layers and remat are not implemented for Transformer-XL; set them "
                          "to False")
+    if getattr(config, "same_length_mask", "pytorch") not in SAME_LENGTH_MASKS:
+        raise ValueError(f"TransfoXLConfig.same_length_mask={config.same_length_mask!r}: expected one of "
+                         f"{SAME_LENGTH_MASKS} ('tf' for checkpoints of the original TensorFlow code)")
     if config.init not in ("normal", "uniform"):
         raise ValueError(f"TransfoXLConfig.init={config.init!r}: expected 'normal' or 'uniform'")
 
@@ -393,12 +403,21 @@ class RelPartialLearnableDecoderLayer(nnx.Module):
         return self.pos_ff(attended, fold_rng(rng, 1))
 
 
-def attention_mask(q_len: int, m_len: int, mem_len: int, same_length: bool) -> np.ndarray:
+def attention_mask(q_len: int, m_len: int, mem_len: int, same_length: bool,
+                   same_length_mask: str = "pytorch") -> np.ndarray:
     """``[q_len, m_len + q_len]`` bool, True where attention is blocked: the future, and with ``same_length``
-    keys so far back that every query sees the same number of keys."""
+    keys so far back that every query sees the same number of keys.
+
+    The two ``same_length`` variants differ by one key. ``"tf"`` is the original TensorFlow code's
+    ``_create_mask``: it masks the strictly-lower triangle of the first ``q_len`` key columns, so query ``i``
+    sees keys ``i .. i + m_len`` (``m_len + 1`` keys). ``"pytorch"`` is the 0.6.x PyTorch port (and HF's): its
+    ``tril(ones, -shift)`` also masks the diagonal once the memory is full, so query ``i`` sees ``m_len`` keys.
+    """
     k_len = m_len + q_len
     offset = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]  # key index - query index
     mask = offset >= 1 + m_len
+    if same_length and same_length_mask == "tf":
+        return mask | (offset < 0)  # key j < query i (then j < q_len too): independent of mem_len
     if same_length:
         overflow = k_len - mem_len
         shift = q_len - overflow if overflow > 0 else q_len
@@ -641,6 +660,18 @@ class TransfoXLPreTrainedModel(PreTrainedModel):
         return out
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """As :meth:`PreTrainedModel.from_pretrained`; with ``from_tf=True`` (an original TensorFlow checkpoint)
+        the config gets ``same_length_mask="tf"`` unless ``config_overrides`` chooses, so its losses are the TF
+        model's. PyTorch/HF/jaxformers checkpoints keep the mask their config names (default ``"pytorch"``)."""
+        from_tf = kwargs.get("from_tf", args[1] if len(args) > 1 else False)
+        if from_tf:
+            overrides = dict(kwargs.get("config_overrides") or {})
+            overrides.setdefault("same_length_mask", "tf")
+            kwargs["config_overrides"] = overrides
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def torch_keys_from_tf(cls, tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Variables of the original (kimiyoung) TensorFlow checkpoints -> PyTorch keys and layouts.
 
@@ -682,6 +713,7 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
         self.n_layer = config.n_layer
         self.tgt_len, self.ext_len, self.mem_len = config.tgt_len, config.ext_len, config.mem_len
         self.same_length = bool(config.same_length)
+        self.same_length_mask = getattr(config, "same_length_mask", "pytorch")
         self.clamp_len = config.clamp_len
         self.dropout_rate = config.dropout
         self.word_emb = AdaptiveEmbedding(options)
@@ -729,7 +761,7 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
         m_len = 0 if mems is None else mems[0].shape[0]
 
         word_emb = self.word_emb(input_ids)  # [batch, q_len, d_model]
-        mask = attention_mask(q_len, m_len, self.mem_len, self.same_length)
+        mask = attention_mask(q_len, m_len, self.mem_len, self.same_length, self.same_length_mask)
         pos_emb = dropout(self.positional_embedding(m_len + q_len, word_emb.dtype), self.dropout_rate,
                           fold_rng(rng, 1))
         shared = None if self.r_w_bias is None else (self.r_w_bias[...], self.r_r_bias[...])
