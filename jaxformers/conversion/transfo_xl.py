@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import pickle
@@ -52,40 +51,17 @@ _RECORD_CLASSES = {
 }
 
 
-def _reconstruct(cls: Any, base: Any, state: Any) -> PickledRecord:
-    # copyreg._reconstructor, used by protocol 0/1 pickles; only our stand-in class may be built.
-    if not (isinstance(cls, type) and issubclass(cls, PickledRecord)) or base is not object or state is not None:
-        raise pickle.UnpicklingError(f"refusing to reconstruct {cls!r} from {base!r}")
-    return cls.__new__(cls)
-
-
 def load_original_corpus(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(corpus attributes without the vocabulary, vocabulary attributes)`` from the original corpus pickle.
 
     Beyond ``jaxformers.safe_pickle``'s plain-data whitelist, only the original Corpus/Vocab classes (as inert
     attribute records) and ``copyreg._reconstructor`` for them are allowed.
     """
-    from jaxformers.safe_pickle import RestrictedUnpickler
-
-    class CorpusUnpickler(RestrictedUnpickler):  # the plain-data whitelist, extended
-        def __init__(self, stream, source):
-            super().__init__(stream, source)
-            # Python 2 pickles (the original release) store numpy buffers as str: decode them as latin1.
-            pickle.Unpickler.__init__(self, stream, encoding="latin1")
-
-        def find_class(self, module: str, name: str) -> Any:
-            if (module, name) in _RECORD_CLASSES:
-                return PickledRecord
-            if (module, name) in (("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor")):
-                return _reconstruct
-            if (module, name) in (("builtins", "object"), ("__builtin__", "object")):
-                return object
-            return super().find_class(module, name)
+    from jaxformers.safe_pickle import load_pickled_data
 
     source = os.fspath(path)
-    with open(source, "rb") as stream:
-        payload = stream.read()
-    corpus = CorpusUnpickler(io.BytesIO(payload), source).load()
+    # Python 2 pickles (the original release) store numpy buffers as str: decoded as latin1.
+    corpus = load_pickled_data(source, records={name: PickledRecord for name in _RECORD_CLASSES}, encoding="latin1")
     state = corpus.__dict__ if isinstance(corpus, PickledRecord) else corpus
     if not isinstance(state, dict):
         raise ValueError(f"{source!r} holds a {type(corpus).__name__}, expected a Transformer-XL corpus")
@@ -119,7 +95,7 @@ def convert_dataset(dataset_file: str | os.PathLike, dump_folder: str | os.PathL
 
 
 def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: str | os.PathLike | None,
-                          dump_folder: str | os.PathLike):
+                          dump_folder: str | os.PathLike, *, pytorch: bool = True, safetensors: bool = False):
     """Build ``TransfoXLLMHeadModel`` from the config, load every TF variable strictly, save it; returns it."""
     from jaxformers.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
     from jaxformers.tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
@@ -133,35 +109,74 @@ def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: st
     model = TransfoXLLMHeadModel(config)
     arrays = model.torch_keys_from_tf(read_tf_checkpoint(checkpoint))
     model.load_state_dict(arrays, strict=True, source=checkpoint)
-    model.save_pretrained(dump_folder, pytorch=True)
-    logger.info("saved config.json, flax_model.msgpack and pytorch_model.bin to %s", dump_folder)
+    model.save_pretrained(dump_folder, pytorch=pytorch, safetensors=safetensors)
+    logger.info("saved the converted model to %s", dump_folder)
     return model
 
 
 def convert_transfo_xl_checkpoint(tf_checkpoint_path: str | None, transfo_xl_config_file: str | None,
-                                  pytorch_dump_folder_path: str, transfo_xl_dataset_file: str | None) -> None:
+                                  pytorch_dump_folder_path: str, transfo_xl_dataset_file: str | None, *,
+                                  pytorch: bool = True, safetensors: bool = False) -> None:
     if not tf_checkpoint_path and not transfo_xl_dataset_file:
         raise ValueError("nothing to convert: give --tf_checkpoint_path and/or --transfo_xl_dataset_file")
     Path(pytorch_dump_folder_path).mkdir(parents=True, exist_ok=True)
     if transfo_xl_dataset_file:
         convert_dataset(transfo_xl_dataset_file, pytorch_dump_folder_path)
     if tf_checkpoint_path:
-        convert_tf_checkpoint(tf_checkpoint_path, transfo_xl_config_file, pytorch_dump_folder_path)
+        convert_tf_checkpoint(tf_checkpoint_path, transfo_xl_config_file, pytorch_dump_folder_path, pytorch=pytorch,
+                              safetensors=safetensors)
+
+
+SUMMARY = "Transformer-XL TensorFlow release (model.ckpt) and/or its corpus pickle (cache.pkl)"
+DESCRIPTION = """Convert an original Transformer-XL release (kimiyoung/transformer-xl, TensorFlow).
+
+Two independent parts, as in pytorch-pretrained-bert's converter:
+  --tf_checkpoint_path: the TensorFlow checkpoint plus --config (a 0.6.x-style JSON; default: transfo-xl-wt103's).
+      Writes config.json + flax_model.msgpack (+ pytorch_model.bin with --pytorch, loadable with strict=True by
+      pytorch_pretrained_bert / pytorch_transformers). The config keeps the original TF same_length mask.
+  --transfo_xl_dataset_file: the corpus pickle of the original code (cache.pkl), read without running code from
+      it, written as vocab.json + corpus.npz.
+
+Example:
+
+    jaxformers convert transfo-xl --tf_checkpoint_path transfo_xl/model.ckpt --config config.json \\
+        --transfo_xl_dataset_file cache.pkl --output_dir transfo-xl-wt103 --pytorch
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import add_output_arguments
+
+    parser.add_argument("--tf_checkpoint_path", "--checkpoint", dest="tf_checkpoint_path", default="", metavar="PATH",
+                        help="TensorFlow checkpoint prefix (model.ckpt-0) or the folder holding it")
+    add_output_arguments(parser, config_aliases=["--transfo_xl_config_file"],
+                         config_help="JSON config of the checkpoint (default: the transfo-xl-wt103 architecture; "
+                                     "0.6.x name --transfo_xl_config_file)")
+    parser.add_argument("--transfo_xl_dataset_file", default="", metavar="FILE",
+                        help="pre-processed corpus pickle of the original code, written as vocab.json + corpus.npz")
+
+
+def run(args: argparse.Namespace) -> None:
+    from . import check_file, check_output_dir, check_tf_checkpoint
+    from ..cli import UsageError
+
+    if not args.tf_checkpoint_path and not args.transfo_xl_dataset_file:
+        raise UsageError("nothing to convert: give --tf_checkpoint_path and/or --transfo_xl_dataset_file")
+    check_file(args.config or None, "config file")
+    check_file(args.transfo_xl_dataset_file or None, "dataset file")
+    check_output_dir(args.output_dir)
+    if args.tf_checkpoint_path:
+        check_tf_checkpoint(args.tf_checkpoint_path)
+    logging.basicConfig(level=logging.INFO)
+    convert_transfo_xl_checkpoint(args.tf_checkpoint_path or None, args.config or None, args.output_dir,
+                                  args.transfo_xl_dataset_file or None, pytorch=args.pytorch,
+                                  safetensors=args.safetensors)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pytorch_dump_folder_path", "--dump_folder", required=True,
-                        help="Folder receiving the converted model and/or vocabulary + corpus.")
-    parser.add_argument("--tf_checkpoint_path", default="", help="TensorFlow checkpoint prefix or its directory.")
-    parser.add_argument("--transfo_xl_config_file", default="",
-                        help="JSON config of the checkpoint (default: the transfo-xl-wt103 architecture).")
-    parser.add_argument("--transfo_xl_dataset_file", default="",
-                        help="Pre-processed corpus pickle of the original code, converted to vocab.json + corpus.npz.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    convert_transfo_xl_checkpoint(args.tf_checkpoint_path or None, args.transfo_xl_config_file or None,
-                                  args.pytorch_dump_folder_path, args.transfo_xl_dataset_file or None)
+    from . import script_main
+
+    script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
