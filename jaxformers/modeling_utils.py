@@ -12,6 +12,7 @@ each other's files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -26,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .configuration import PretrainedConfig
-from .file_utils import atomic_write, cached_path, hub_url, is_remote
+from .atomic_save import consistent_reads
+from .configuration import PretrainedConfig, apply_model_kwargs
+from .file_utils import SHORTCUT_REPOS, HubFileMissing, HubOptions, cached_path, hub_file, hub_repo_for, is_remote
 from .layers import abstract_init
 
 logger = logging.getLogger("jaxformers")
@@ -36,6 +38,12 @@ CONFIG_NAMES = ("config.json",)
 FLAX_WEIGHTS_NAME = "flax_model.msgpack"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_WEIGHTS_NAME = "pytorch_model.bin"
+SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
+TORCH_INDEX_NAME = "pytorch_model.bin.index.json"
+# Top-level entry of the flax_model.msgpack jaxformers writes: tells it apart from Hugging Face's Flax files,
+# which share the file name but hold kernel/scale/embedding leaves in Flax layouts.
+MSGPACK_MARKER_KEY = "__jaxformers__"
+MSGPACK_MARKER = "jaxformers-msgpack-v1"
 CONFIG_NAME = "config.json"
 
 
@@ -125,6 +133,115 @@ def unflatten_keys(flat: Mapping[str, np.ndarray]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return tree
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hugging Face's layouts: its Flax msgpack files, sharded checkpoints
+
+_HF_FLAX_LEAVES = ("kernel", "scale", "embedding")
+
+
+def jaxformers_msgpack_tree(flat: Mapping[str, np.ndarray]) -> dict:
+    """The tree to write as flax_model.msgpack: our per-layer arrays plus the marker entry saying the file is in
+    jaxformers' layout (PyTorch key names, our shapes), never Hugging Face Flax's."""
+    return {**unflatten_keys(flat), MSGPACK_MARKER_KEY: MSGPACK_MARKER}
+
+
+def read_msgpack_with_layout(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """A flax_model.msgpack as ``(arrays, layout)``: ours (marked, or unmarked from before the marker existed)
+    as ``"ours"``, Hugging Face's Flax files converted to PyTorch names and layouts as ``"torch"``."""
+    flat = read_msgpack(path)
+    marker = flat.pop(MSGPACK_MARKER_KEY, None)
+    if marker is not None:
+        if str(marker) != MSGPACK_MARKER:
+            raise ValueError(f"{str(path)!r} is a jaxformers msgpack of format {str(marker)!r}; this version reads "
+                             f"{MSGPACK_MARKER!r} (upgrade jaxformers)")
+        return flat, "ours"
+    if any(key.rpartition(".")[2] in _HF_FLAX_LEAVES for key in flat):
+        return hf_flax_to_torch(flat), "torch"
+    return flat, "ours"
+
+
+def hf_flax_to_torch(flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Hugging Face Flax names and layouts -> PyTorch's (the inverse of transformers' PyTorch->Flax rules).
+
+    ``kernel`` is a Dense weight, stored transposed from PyTorch's (nn.Linear [out, in] -> kernel [in, out]; GPT-2's
+    Conv1D [in, out] -> its Flax kernel [out, in]), and a 4-d kernel is a convolution ([H, W, in, out] vs PyTorch's
+    [out, in, H, W]); ``scale`` is a LayerNorm weight and ``embedding`` an embedding table, both unchanged."""
+    torch_arrays: dict[str, np.ndarray] = {}
+    for key, value in flat.items():
+        parent, _, leaf = key.rpartition(".")
+        array = np.asarray(value)
+        if leaf == "kernel" and array.ndim == 2:
+            array = array.T
+        elif leaf == "kernel" and array.ndim == 4:
+            array = array.transpose(3, 2, 0, 1)
+        if leaf in _HF_FLAX_LEAVES:
+            key = f"{parent}.weight" if parent else "weight"
+        torch_arrays[key] = array
+    return torch_arrays
+
+
+def read_sharded(index_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A sharded checkpoint (``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``): the index's
+    ``weight_map`` names, per key, the shard file beside the index that holds it."""
+    index_path = Path(index_path)
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OSError(f"cannot read the shard index {str(index_path)!r}: {error!r}") from error
+    if not isinstance(weight_map, Mapping) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise ValueError(f"{str(index_path)!r}: weight_map must map each key to a shard file name")
+    arrays: dict[str, np.ndarray] = {}
+    for shard in sorted(set(weight_map.values())):
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            raise ValueError(f"{str(index_path)!r} names shard {shard!r}, which is not a file beside the index")
+        if not (index_path.parent / shard).is_file():
+            raise FileNotFoundError(f"shard {str(index_path.parent / shard)!r} named by {str(index_path)!r} is missing")
+        reader = read_safetensors if shard.endswith(".safetensors") else read_torch_bin
+        arrays.update(reader(index_path.parent / shard))
+    absent = sorted(key for key in weight_map if key not in arrays)
+    if absent:
+        raise ValueError(f"{str(index_path)!r} lists keys its shards do not hold: {absent[:5]}")
+    return arrays
+
+
+def _shard_names(index_path: str | os.PathLike) -> list[str]:
+    try:
+        weight_map = json.loads(Path(index_path).read_text(encoding="utf-8"))["weight_map"]
+        return sorted({shard for shard in weight_map.values() if isinstance(shard, str) and "/" not in shard})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # read_sharded reports what is wrong with the index, naming the file
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """Any weights file from_pretrained finds, as ``(arrays, layout)`` (see `PreTrainedModel.load_state_dict`)."""
+    name = os.path.basename(path)
+    if name == FLAX_WEIGHTS_NAME:
+        return read_msgpack_with_layout(path)
+    if name.endswith(".index.json"):
+        return read_sharded(path), "torch"
+    if name.endswith(".safetensors"):
+        return read_safetensors(path), "torch"
+    return read_torch_bin(path), "torch"
+
+
+def describe_layout(keys: list[str]) -> str:
+    """A guess, for error messages, at what a weights file holds, from its key names."""
+    leaves = {key.rpartition(".")[2] for key in keys}
+    sample = ", ".join(sorted(keys)[:3])
+    if leaves & set(_HF_FLAX_LEAVES):
+        return f"Hugging Face's Flax layout (kernel/scale/embedding names: {sample})"
+    if any("/" in key for key in keys):
+        return f"a TensorFlow checkpoint's names ({sample}; pass from_tf=True with a TF checkpoint directory)"
+    families = (("BERT", ("bert.", "embeddings.word_embeddings", "encoder.layer.")),
+                ("GPT-2", ("wte.", "transformer.wte.", "h.0.attn.c_attn")),
+                ("OpenAI GPT", ("tokens_embed.", "transformer.tokens_embed.")),
+                ("Transformer-XL", ("word_emb.", "transformer.word_emb.", "layers.0.dec_attn")))
+    for family, markers in families:
+        if any(marker in key for key in keys for marker in markers):
+            return f"{family} PyTorch names ({sample})"
+    return f"unrecognised names ({sample})"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -235,6 +352,10 @@ class PreTrainedModel(nnx.Module):
     tied_torch_keys: ClassVar[dict[str, str]] = {}
     # Non-parameter entries PyTorch keeps in state dicts (buffers), as regexes.
     buffer_key_patterns: ClassVar[tuple[str, ...]] = ()
+    # Parameters (PyTorch keys, as regexes) the class holds for 0.6.x compatibility but never uses in its outputs,
+    # and that transformers' class of the same name does not have (BERT's pooler under the MLM/token/QA heads):
+    # not exported to model.safetensors, and not reported missing when a checkpoint lacks them.
+    unused_torch_keys: ClassVar[tuple[str, ...]] = ()
     # Legacy config file names looked for after config.json.
     legacy_config_names: ClassVar[tuple[str, ...]] = ()
 
@@ -299,6 +420,7 @@ class PreTrainedModel(nnx.Module):
         incoming = self._adapt_prefix(incoming, specs)
 
         skipped = [key for key in incoming if self._is_buffer(key) or self._is_tied_copy(key)]
+        self._check_tied_copies(incoming, skipped, source)
         for key in skipped:
             del incoming[key]
 
@@ -319,8 +441,10 @@ class PreTrainedModel(nnx.Module):
         if mismatches:
             raise ValueError(f"shape mismatch loading {source} into {type(self).__name__}:\n  " + "\n  ".join(mismatches))
 
+        absent = sorted(key for key in specs if key not in values)
         report = LoadReport(
-            missing_keys=sorted(key for key in specs if key not in values),
+            # Parameters the class keeps for 0.6.x but never uses (transformers' class lacks them) may be absent.
+            missing_keys=[key for key in absent if not self._is_unused(key)],
             unexpected_keys=sorted(incoming),
             skipped_keys=sorted(skipped),
         )
@@ -329,7 +453,7 @@ class PreTrainedModel(nnx.Module):
                 f"strict load of {source} into {type(self).__name__} failed: "
                 f"missing keys {report.missing_keys}, unexpected keys {report.unexpected_keys}"
             )
-        values.update(_materialize_abstract(specs, report.missing_keys, self._init_seed))
+        values.update(_materialize_abstract(specs, absent, self._init_seed))
         assign_per_layer_params(self, values)
         if report.missing_keys:
             logger.warning(
@@ -345,11 +469,51 @@ class PreTrainedModel(nnx.Module):
             key = re.sub(pattern, replacement, key)
         return key
 
+    def _is_unused(self, key: str) -> bool:
+        return any(re.search(pattern, key) for pattern in self.unused_torch_keys)
+
     def _is_buffer(self, key: str) -> bool:
         return any(re.search(pattern, key) for pattern in self.buffer_key_patterns)
 
     def _is_tied_copy(self, key: str) -> bool:
-        return key in self.tied_torch_keys
+        return key in self.tied_torch_keys or key in self._hf_tied_spellings()
+
+    def _hf_tied_spellings(self) -> dict[str, str]:
+        """Tied copies as Hugging Face checkpoints spell them: GPT's ``lm_head.weight`` (0.6.x wrote
+        ``lm_head.decoder.weight``) and BERT's ``cls.predictions.decoder.bias`` (the same tensor as
+        ``cls.predictions.bias``)."""
+        tied = self.tied_torch_keys
+        spellings = {}
+        if "lm_head.decoder.weight" in tied:
+            spellings["lm_head.weight"] = tied["lm_head.decoder.weight"]
+        if "cls.predictions.decoder.weight" in tied:
+            spellings["cls.predictions.decoder.bias"] = "cls.predictions.bias"
+        return spellings
+
+    def _check_tied_copies(self, incoming: Mapping[str, Any], skipped: list[str], source: str) -> None:
+        """A tied copy must equal what it copies: an untied checkpoint must not load with one weight dropped."""
+        sources = {**self.tied_torch_keys, **self._hf_tied_spellings()}
+        for key in skipped:
+            origin = sources.get(key)
+            if origin is None or origin not in incoming:
+                continue
+            copy, original = _as_numpy(incoming[key]), _as_numpy(incoming[origin])
+            if copy.shape != original.shape or not np.array_equal(copy, original):
+                raise ValueError(
+                    f"{source}: {key} differs from {origin}, which {type(self).__name__} ties it to (the checkpoint "
+                    f"was trained with untied weights, which this model cannot hold)"
+                )
+
+    def _refuse_foreign_layout(self, arrays: Mapping[str, Any], source: str) -> None:
+        """A file matching under half of our weights is another layout or model: an error, never random weights."""
+        specs = param_specs(self)
+        names = self._adapt_prefix({self._rename_legacy(key): None for key in arrays}, specs)
+        matched = sum(key in names for key in specs)
+        if 2 * matched < len(specs):
+            raise ValueError(
+                f"{source!r} matches only {matched} of the {len(specs)} weights of {type(self).__name__}: it seems to "
+                f"hold {describe_layout(list(arrays))}, not this model's weights"
+            )
 
     def _adapt_prefix(self, incoming: dict[str, Any], specs: Mapping[str, ParamSpec]) -> dict[str, Any]:
         """Base-model weights load into head models and head-model weights into base models."""
@@ -379,21 +543,25 @@ class PreTrainedModel(nnx.Module):
         strict: bool = False,
         **kwargs: Any,
     ):
-        """Build the model from a shortcut name, a directory, an archive (.tar.gz) or a TF checkpoint.
+        """Build the model from a shortcut name, a hub repository id, a directory, an archive (.tar.gz) or a TF
+        checkpoint. Hub files come from the Hugging Face cache (see :mod:`jaxformers.file_utils`); ``revision=``,
+        ``token=``, ``local_files_only=`` and ``force_download=`` are passed to huggingface_hub.
 
         Weights are taken, in order of preference, from ``state_dict``, a TF checkpoint (``from_tf``),
-        ``flax_model.msgpack``, ``model.safetensors``, ``pytorch_model.bin``. Extra ``inputs``/``kwargs`` go to the
+        ``model.safetensors`` (or its sharded index), ``flax_model.msgpack`` (ours, or Hugging Face's Flax layout),
+        ``pytorch_model.bin`` (or its sharded index). A file matching under half of the model's weights is an
+        error naming the layout it seems to hold. Extra ``inputs``/``kwargs`` go to the
         constructor (``num_labels``, ``output_attentions``, ``dtype``, ``seed``...); config fields can be overridden
-        with ``config_overrides={...}``.
+        with ``config_overrides={...}`` or as keywords (``scan_layers=True``); an unknown name is an error.
+        ``num_labels`` defaults to the config's (Hugging Face classifiers record it).
         """
         config_overrides = kwargs.pop("config_overrides", None)
-        with _resolved_directory(cls, pretrained_model_name_or_path, cache_dir, from_tf, state_dict is not None) as (
+        hub = HubOptions.pop_from(kwargs, cache_dir)
+        with _resolved_directory(cls, pretrained_model_name_or_path, hub, from_tf, state_dict is not None) as (
             directory,
             weights_path,
         ):
-            config = cls._load_config(directory)
-            if config_overrides:
-                config.update(config_overrides)
+            config, kwargs = apply_model_kwargs(cls, cls._load_config(directory), inputs, kwargs, config_overrides)
             if state_dict is not None:
                 arrays, layout, source = state_dict, "torch", "the given state_dict"
             elif from_tf:
@@ -401,12 +569,13 @@ class PreTrainedModel(nnx.Module):
 
                 arrays, layout, source = cls.torch_keys_from_tf(read_tf_checkpoint(weights_path)), "torch", weights_path
             else:
-                reader, layout = _WEIGHT_READERS[os.path.basename(weights_path)]
-                arrays, source = reader(weights_path), weights_path
+                (arrays, layout), source = read_weights(weights_path), weights_path
             # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
             with abstract_init():
                 model = cls(config, *inputs, **kwargs)
             model._init_seed = int(kwargs.get("seed", 0))
+            if state_dict is None:
+                model._refuse_foreign_layout(arrays, source)
             try:
                 report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
             except _NeedsConcreteModel:
@@ -427,52 +596,33 @@ class PreTrainedModel(nnx.Module):
         raise FileNotFoundError(f"no config file ({names}) in {str(directory)!r}")
 
     # ------------------------------------------------------------------------------------------------ saving
-    def save_pretrained(self, save_directory: str | os.PathLike, *, pytorch: bool = False, safetensors: bool = False) -> None:
-        """Write ``config.json`` and ``flax_model.msgpack`` (and optionally ``pytorch_model.bin`` /
-        ``model.safetensors`` with the 0.6.x key names). Each file is written atomically."""
-        from flax import serialization
+    def save_pretrained(self, save_directory: str | os.PathLike, *, pytorch: bool = False, safetensors: bool = False,
+                        max_shard_size: int | str | None = None) -> None:
+        """Write ``config.json`` (0.6.x fields plus what transformers needs) and ``flax_model.msgpack``; with
+        ``safetensors=True`` also ``model.safetensors`` in transformers' layout (sharded with
+        ``model.safetensors.index.json`` when ``max_shard_size`` is given, e.g. ``"200MB"``); with
+        ``pytorch=True`` the 0.6.x ``pytorch_model.bin``.
 
-        directory = Path(save_directory)
-        if directory.exists() and not directory.is_dir():
-            raise NotADirectoryError(f"save_pretrained needs a directory; {str(directory)!r} is a file")
-        directory.mkdir(parents=True, exist_ok=True)
-        # Serialise everything before touching the directory, so a failure leaves no half-written model.
-        ours = {key: np.asarray(value) for key, value in per_layer_params(self).items()}
-        payloads: dict[str, bytes] = {FLAX_WEIGHTS_NAME: serialization.msgpack_serialize(unflatten_keys(ours))}
-        if safetensors:
-            from safetensors.numpy import save
+        All-or-nothing for the whole directory: the files switch in one step, a kill at any moment leaves the
+        old save or the new one, concurrent saves to one directory are serialised, and weight files of an
+        earlier save that this one does not rewrite are removed. See :mod:`jaxformers.atomic_save`.
+        """
+        from .saving import save_model
 
-            torch_arrays = self.torch_state_dict()
-            # safetensors refuses aliased tensors: store tied copies as separate arrays.
-            payloads[SAFETENSORS_NAME] = save({key: np.array(value) for key, value in torch_arrays.items()})
-        for name, payload in payloads.items():
-            with atomic_write(directory / name, "wb") as writer:
-                writer.write(payload)
-        if pytorch:
-            self.save_torch_state_dict(directory / TORCH_WEIGHTS_NAME)
-        self.config.to_json_file(directory / CONFIG_NAME)
+        save_model(self, save_directory, pytorch=pytorch, safetensors=safetensors, max_shard_size=max_shard_size)
 
     def save_torch_state_dict(self, path: str | os.PathLike) -> None:
-        try:
-            import torch
-        except ImportError as error:
-            raise ImportError("writing pytorch_model.bin needs PyTorch: pip install 'jaxformers[torch]'") from error
-        tensors: dict[str, Any] = {}
-        for key, array in self.torch_state_dict().items():
-            if array.dtype == jnp.bfloat16:
-                tensors[key] = torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
-            else:
-                tensors[key] = torch.from_numpy(np.array(array))
-        with atomic_write(path, "wb") as writer:
-            torch.save(tensors, writer)
+        """The 0.6.x ``pytorch_model.bin`` alone, at ``path`` (atomic for that one file)."""
+        from .saving import save_torch_file
+
+        save_torch_file(self, path)
 
 
-_WEIGHT_READERS = {
-    FLAX_WEIGHTS_NAME: (read_msgpack, "ours"),
-    SAFETENSORS_NAME: (read_safetensors, "torch"),
-    TORCH_WEIGHTS_NAME: (read_torch_bin, "torch"),
-}
-WEIGHT_NAMES_IN_ORDER = (FLAX_WEIGHTS_NAME, SAFETENSORS_NAME, TORCH_WEIGHTS_NAME)
+# Preference when a directory or hub repository holds several: safetensors (no pickle, memory-mapped), our own
+# msgpack, then PyTorch pickles; a sharded form comes right after its single-file form.
+WEIGHT_NAMES_IN_ORDER = (
+    SAFETENSORS_NAME, SAFETENSORS_INDEX_NAME, FLAX_WEIGHTS_NAME, TORCH_WEIGHTS_NAME, TORCH_INDEX_NAME,
+)
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -510,15 +660,16 @@ def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], se
 class _resolved_directory:
     """Context manager yielding (directory with the config, weights file path); cleans extracted archives."""
 
-    def __init__(self, cls, name_or_path, cache_dir, from_tf: bool, has_state_dict: bool):
-        self.cls, self.name, self.cache_dir = cls, str(name_or_path), cache_dir
+    def __init__(self, cls, name_or_path, hub: HubOptions, from_tf: bool, has_state_dict: bool):
+        self.cls, self.name, self.hub, self.cache_dir = cls, str(name_or_path), hub, hub.cache_dir
         self.from_tf, self.has_state_dict = from_tf, has_state_dict
         self._temporary: str | None = None
 
     def __enter__(self) -> tuple[Path, str | None]:
         name = self.name
-        if name in self.cls.pretrained_model_archive_map:
-            return self._download_shortcut(self.cls.pretrained_model_archive_map[name])
+        repo = self._hub_repo()
+        if repo is not None:
+            return self._download_repo(repo)
         if is_remote(name) or name.endswith((".tar.gz", ".tgz", ".tar")):
             archive = cached_path(name, self.cache_dir)
             self._temporary = tempfile.mkdtemp(prefix="jaxformers-")
@@ -533,10 +684,18 @@ class _resolved_directory:
             if not directory.is_dir():
                 known = ", ".join(sorted(self.cls.pretrained_model_archive_map)) or "none"
                 raise FileNotFoundError(
-                    f"{name!r} is neither a directory, an archive, nor a shortcut name of {self.cls.__name__} "
+                    f"{name!r} is neither a directory, an archive, a hub repository id, nor a shortcut name of "
+                    f"{self.cls.__name__} "
                     f"(known shortcut names: {known})"
                 )
-        return directory, self._weights_in(directory)
+            # Until __exit__: no save can switch files under us, and an interrupted one is finished first.
+            self._reading = consistent_reads(directory)
+            self._reading.__enter__()
+        try:
+            return directory, self._weights_in(directory)
+        except BaseException:
+            self.__exit__(None, None, None)  # __exit__ does not run when __enter__ raises
+            raise
 
     def _weights_in(self, directory: Path) -> str | None:
         if self.has_state_dict:
@@ -553,23 +712,43 @@ class _resolved_directory:
             f"(or from_tf=True for a TensorFlow checkpoint)"
         )
 
-    def _download_shortcut(self, repo: str) -> tuple[Path, str | None]:
-        self._temporary = tempfile.mkdtemp(prefix="jaxformers-")
-        directory = Path(self._temporary)
-        os.symlink(cached_path(hub_url(repo, CONFIG_NAME), self.cache_dir), directory / CONFIG_NAME)
+    def _hub_repo(self) -> str | None:
+        """The hub repository the name stands for (shortcut names mapped to today's repositories), if any."""
+        mapped = self.cls.pretrained_model_archive_map.get(self.name)
+        if mapped is not None:
+            return SHORTCUT_REPOS.get(mapped, mapped)
+        return hub_repo_for(self.name)
+
+    def _download_repo(self, repo: str) -> tuple[Path, str | None]:
+        """Config and weights of a hub repository, from the hub cache (fetched when needed). All files come from
+        one snapshot directory of the cache, the config's."""
+        if self.from_tf:
+            raise ValueError(f"from_tf=True reads a TensorFlow checkpoint directory, and {self.name!r} is a hub "
+                             f"repository: download its TF checkpoint and pass that directory")
+        config = self._first_hub_file(repo, CONFIG_NAMES + self.cls.legacy_config_names, "config")
         if self.has_state_dict:
-            return directory, None
+            return Path(config).parent, None
+        weights = self._first_hub_file(repo, WEIGHT_NAMES_IN_ORDER, "weights")
+        if weights.endswith(".index.json"):
+            for shard in _shard_names(weights):
+                hub_file(repo, shard, self.hub)
+        return Path(config).parent, weights
+
+    def _first_hub_file(self, repo: str, names: tuple[str, ...], what: str) -> str:
         errors = []
-        for weights_name in (SAFETENSORS_NAME, TORCH_WEIGHTS_NAME):
+        for name in names:
             try:
-                path = cached_path(hub_url(repo, weights_name), self.cache_dir)
-            except OSError as error:
-                errors.append(str(error))
-                continue
-            os.symlink(path, directory / weights_name)
-            return directory, str(directory / weights_name)
-        raise OSError(f"could not get the weights of {self.name!r}:\n" + "\n".join(errors))
+                return hub_file(repo, name, self.hub)
+            except HubFileMissing as error:
+                errors.append(f"  {name}: {error}")
+            except OSError as error:  # a transport failure: another file name may still come through
+                logger.warning("%s; trying the next file", error)
+                errors.append(f"  {name}: {error}")
+        raise OSError(f"could not get the {what} of {self.name!r} (hub repository {repo}):\n" + "\n".join(errors))
 
     def __exit__(self, *exc_info) -> None:
+        if getattr(self, "_reading", None) is not None:
+            self._reading.__exit__(None, None, None)
+            self._reading = None
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)

@@ -19,7 +19,7 @@ def test_06x_constructor_and_defaults_match_reference():
 
 def test_json_path_as_first_argument_and_reference_reads_ours(tmp_path):
     path = tmp_path / "bert_config.json"
-    ppb.BertConfig(1000, hidden_size=64, num_hidden_layers=3).to_json_file(str(path))
+    ppb.BertConfig(1000, hidden_size=64, num_hidden_layers=3, num_attention_heads=4).to_json_file(str(path))
     ours = BertConfig(str(path))
     assert ours.vocab_size == 1000 and ours.hidden_size == 64
     assert BertConfig.from_json_file(path) == ours

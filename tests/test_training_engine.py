@@ -8,6 +8,7 @@ and the mechanics-only tests use a two-layer MLP.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import subprocess
@@ -180,8 +181,7 @@ def test_gradient_accumulation_equals_one_big_batch(model, mesh, fp32_setup):
 
 def test_scan_layers_and_remat_train_like_the_unrolled_model(model, mesh, fp32_setup):
     context, tx, step = fp32_setup
-    config = tiny_config()
-    config.scan_layers, config.remat = True, True
+    config = dataclasses.replace(tiny_config(), scan_layers=True, remat=True)
     scanned = BertForSequenceClassification(config, num_labels=LABELS, seed=0)
     scanned.load_state_dict(model.torch_state_dict(), strict=True)
     scanned_context, scanned_state = create_train_state(scanned, tx, seed=0, mesh=mesh)

@@ -9,15 +9,16 @@ Dropout is off until ``model.train()``; training calls then need ``dropout_rng=j
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..configuration import PretrainedConfig
+from ..configuration import PretrainedConfig, configclass, spec
 from ..layers import (
+    ACTIVATIONS,
     Array,
     Embedding,
     ModuleFactory,
@@ -27,7 +28,6 @@ from ..layers import (
     dropout,
     fold_rng,
     merge_heads,
-    new_param,
     normalize_head_mask,
     padding_bias,
     split_heads,
@@ -41,50 +41,43 @@ from ..tokenizers.bert import BERT_PRETRAINED_MODELS
 PRETRAINED_MODEL_ARCHIVE_MAP = {name: name for name in BERT_PRETRAINED_MODELS}
 
 
+@configclass
 class BertConfig(PretrainedConfig):
-    """BERT hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style)."""
+    """BERT hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style).
+
+    Fields are declared in the 0.6.x positional order. ``pruned_heads`` (layer -> original head indexes) is
+    written by ``prune_heads``; ``position_embedding_type`` other than ``"absolute"`` is refused by name.
+    """
 
     model_type = "bert"
+    math_fields = {
+        # relative_key / relative_key_query add learned distance embeddings we do not implement.
+        "position_embedding_type": lambda value: value == "absolute",
+        # Only the classifier's dropout in training: our heads use hidden_dropout_prob, so only null matches.
+        "classifier_dropout": lambda value: value is None,
+    }
 
-    def __init__(
-        self,
-        vocab_size_or_config_json_file: int | str | os.PathLike,
-        hidden_size: int = 768,
-        num_hidden_layers: int = 12,
-        num_attention_heads: int = 12,
-        intermediate_size: int = 3072,
-        hidden_act: str = "gelu",
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.1,
-        max_position_embeddings: int = 512,
-        type_vocab_size: int = 2,
-        initializer_range: float = 0.02,
-        layer_norm_eps: float = 1e-12,
-        scan_layers: bool = False,
-        remat: bool = False,
-        pruned_heads: dict[int, list[int]] | None = None,
-    ):
-        self._init_from_first_argument(
-            vocab_size_or_config_json_file,
-            hidden_size=hidden_size,
-            num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads,
-            intermediate_size=intermediate_size,
-            hidden_act=hidden_act,
-            hidden_dropout_prob=hidden_dropout_prob,
-            attention_probs_dropout_prob=attention_probs_dropout_prob,
-            max_position_embeddings=max_position_embeddings,
-            type_vocab_size=type_vocab_size,
-            initializer_range=initializer_range,
-            layer_norm_eps=layer_norm_eps,
-            scan_layers=scan_layers,
-            remat=remat,
-            pruned_heads=dict(pruned_heads or {}),
-        )
+    vocab_size: int = spec(30522, minimum=1)
+    hidden_size: int = spec(768, minimum=1)
+    num_hidden_layers: int = spec(12, minimum=1)
+    num_attention_heads: int = spec(12, minimum=1)
+    intermediate_size: int = spec(3072, minimum=1)
+    hidden_act: str = spec("gelu", choices=tuple(ACTIVATIONS))
+    hidden_dropout_prob: float = spec(0.1, minimum=0.0, maximum=1.0)
+    attention_probs_dropout_prob: float = spec(0.1, minimum=0.0, maximum=1.0)
+    max_position_embeddings: int = spec(512, minimum=1)
+    type_vocab_size: int = spec(2, minimum=1)
+    initializer_range: float = spec(0.02, minimum=0.0)
+    layer_norm_eps: float = spec(1e-12, above=0.0)
+    pruned_heads: dict[int, list[int]] = spec({})
+
+    def _check(self, source: str | None) -> None:
+        self._require(self.hidden_size % self.num_attention_heads == 0, "hidden_size",
+                      f"not divisible by num_attention_heads={self.num_attention_heads}", source)
 
     def pruned_heads_of(self, layer: int) -> set[int]:
         """Original indexes of the heads pruned from `layer` (JSON stores the layer keys as strings)."""
-        pruned = getattr(self, "pruned_heads", None) or {}
+        pruned = self.pruned_heads or {}
         return set(pruned.get(layer, pruned.get(str(layer), ())))
 
 
@@ -99,9 +92,9 @@ def _Options(config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype) -> ModuleFa
 class BertEmbeddings(nnx.Module):
     def __init__(self, options: _Options):
         config = options.config
-        self.word_embeddings = options.embedding(config.vocab_size)
-        self.position_embeddings = options.embedding(config.max_position_embeddings)
-        self.token_type_embeddings = options.embedding(config.type_vocab_size)
+        self.word_embeddings = options.embedding(config.vocab_size, axes=("vocab", "embed"))
+        self.position_embeddings = options.embedding(config.max_position_embeddings, axes=("position", "embed"))
+        self.token_type_embeddings = options.embedding(config.type_vocab_size, axes=("type_vocab", "embed"))
         self.LayerNorm = options.layer_norm()
         self.dropout_rate = config.hidden_dropout_prob
 
@@ -133,9 +126,10 @@ class BertSelfAttention(nnx.Module):
         self.num_attention_heads = len(self.kept_heads)
         self.head_dim = config.hidden_size // config.num_attention_heads
         width = self.num_attention_heads * self.head_dim
-        self.query = options.linear(config.hidden_size, width)
-        self.key = options.linear(config.hidden_size, width)
-        self.value = options.linear(config.hidden_size, width)
+        # Column-split over "model" (Megatron): each device holds whole heads' Q/K/V columns.
+        self.query = options.linear(config.hidden_size, width, axes=("embed", "heads"))
+        self.key = options.linear(config.hidden_size, width, axes=("embed", "heads"))
+        self.value = options.linear(config.hidden_size, width, axes=("embed", "heads"))
         self.dropout_rate = config.attention_probs_dropout_prob
         self.keep_multihead_output = keep_multihead_output
         self.multihead_output = nnx.data(None)
@@ -165,8 +159,9 @@ class BertSelfAttention(nnx.Module):
 class BertResidualOutput(nnx.Module):
     """``LayerNorm(dropout(dense(x)) + residual)``: BertSelfOutput and BertOutput of the reference."""
 
-    def __init__(self, options: _Options, in_features: int):
-        self.dense = options.linear(in_features, options.config.hidden_size)
+    def __init__(self, options: _Options, in_features: int, in_axis: str):
+        # Row-split: the inputs arrive split over "model" (heads or intermediate columns); one all-reduce out.
+        self.dense = options.linear(in_features, options.config.hidden_size, axes=(in_axis, "embed"))
         self.LayerNorm = options.layer_norm()
         self.dropout_rate = options.config.hidden_dropout_prob
 
@@ -177,7 +172,7 @@ class BertResidualOutput(nnx.Module):
 class BertAttention(nnx.Module):
     def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         self.self = BertSelfAttention(options, keep_multihead_output, pruned)
-        self.output = BertResidualOutput(options, self.self.num_attention_heads * self.self.head_dim)
+        self.output = BertResidualOutput(options, self.self.num_attention_heads * self.self.head_dim, "heads")
 
     def prune(self, heads: set[int]) -> None:
         """Remove heads (original indexes) by slicing q/k/v output columns and the output dense's input rows."""
@@ -198,7 +193,8 @@ class BertAttention(nnx.Module):
 
 class BertIntermediate(nnx.Module):
     def __init__(self, options: _Options):
-        self.dense = options.linear(options.config.hidden_size, options.config.intermediate_size)
+        self.dense = options.linear(options.config.hidden_size, options.config.intermediate_size,
+                                    axes=("embed", "mlp"))
         self.act = activation(options.config.hidden_act)
 
     def __call__(self, hidden: Array) -> Array:
@@ -209,7 +205,7 @@ class BertLayer(nnx.Module):
     def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         self.attention = BertAttention(options, keep_multihead_output, pruned)
         self.intermediate = BertIntermediate(options)
-        self.output = BertResidualOutput(options, options.config.intermediate_size)
+        self.output = BertResidualOutput(options, options.config.intermediate_size, "mlp")
 
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
                  output_attentions: bool = False) -> tuple[Array, Array | None]:
@@ -278,7 +274,7 @@ class BertEncoder(nnx.Module):
 
 class BertPooler(nnx.Module):
     def __init__(self, options: _Options):
-        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size)
+        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size, axes=("embed", "embed"))
 
     def __call__(self, hidden: Array) -> Array:
         return jnp.tanh(self.dense(hidden[:, 0]))  # [batch, hidden]
@@ -289,7 +285,7 @@ class BertPooler(nnx.Module):
 
 class BertPredictionHeadTransform(nnx.Module):
     def __init__(self, options: _Options):
-        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size)
+        self.dense = options.linear(options.config.hidden_size, options.config.hidden_size, axes=("embed", "embed"))
         self.act = activation(options.config.hidden_act)
         self.LayerNorm = options.layer_norm()
 
@@ -302,7 +298,7 @@ class BertLMPredictionHead(nnx.Module):
 
     def __init__(self, options: _Options):
         self.transform = BertPredictionHeadTransform(options)
-        self.bias = new_param((options.config.vocab_size,), options.param_dtype, ("constant", 0.0))
+        self.bias = options.param((options.config.vocab_size,), axes=("vocab",), init=("constant", 0.0))
 
     def __call__(self, hidden: Array, word_embeddings: Embedding) -> Array:
         logits = word_embeddings.attend(self.transform(hidden))
@@ -314,7 +310,8 @@ class BertHeads(nnx.Module):
 
     def __init__(self, options: _Options, masked_lm: bool, next_sentence: bool):
         self.predictions = BertLMPredictionHead(options) if masked_lm else None
-        self.seq_relationship = options.linear(options.config.hidden_size, 2) if next_sentence else None
+        self.seq_relationship = (options.linear(options.config.hidden_size, 2, axes=("embed", "classes"))
+                                 if next_sentence else None)
 
 
 # -------------------------------------------------------------------------------------------------------- models
@@ -407,7 +404,7 @@ class BertModel(BertPreTrainedModel):
             self.encoder.layer[layer].attention.prune(new)
             pruned = {int(k): list(v) for k, v in self.config.pruned_heads.items()}
             pruned[layer] = sorted(already | new)
-            self.config.pruned_heads = pruned
+            self.config = dataclasses.replace(self.config, pruned_heads=pruned)  # configs are frozen
 
     def get_multihead_outputs(self) -> list[Array | None]:
         """Per layer, the ``[batch, heads, seq, head_dim]`` attention context of the last call
@@ -416,6 +413,10 @@ class BertModel(BertPreTrainedModel):
             None if layer.attention.self.multihead_output is None else layer.attention.self.multihead_output[...]
             for layer in self.encoder.layer
         ]
+
+
+# The pooler of the heads that read the sequence output: 0.6.x builds it, transformers does not.
+UNUSED_POOLER = (r"^bert\.pooler\.",)
 
 
 class _BertWithBase(BertPreTrainedModel):
@@ -446,6 +447,7 @@ class _BertWithBase(BertPreTrainedModel):
 
     def prune_heads(self, heads_to_prune: dict[int, Sequence[int]]) -> None:
         self.bert.prune_heads(heads_to_prune)
+        self.config = self.bert.config  # the base model made a new config with the pruned heads
 
 
 class BertForPreTraining(_BertWithBase):
@@ -476,6 +478,7 @@ class BertForMaskedLM(_BertWithBase):
     """Masked-LM head; loss ignores label -1. Returns ``prediction_scores [batch, seq, vocab]`` or the loss."""
 
     tied_torch_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+    unused_torch_keys = UNUSED_POOLER
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
@@ -516,7 +519,7 @@ class _BertClassifier(_BertWithBase):
     def __init__(self, config: BertConfig, num_outputs: int, output_attentions: bool = False,
                  keep_multihead_output: bool = False, **kwargs: Any):
         super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.classifier = self._options.linear(config.hidden_size, num_outputs)
+        self.classifier = self._options.linear(config.hidden_size, num_outputs, axes=("embed", "classes"))
         self._finish_init()
 
     def _classify(self, features: Array, rng: Array | None) -> Array:
@@ -564,6 +567,8 @@ class BertForMultipleChoice(_BertClassifier):
 class BertForTokenClassification(_BertClassifier):
     """``logits [batch, seq, num_labels]`` or the loss over positions where ``attention_mask == 1``."""
 
+    unused_torch_keys = UNUSED_POOLER
+
     def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
                  keep_multihead_output: bool = False, **kwargs: Any):
         self.num_labels = num_labels
@@ -588,10 +593,12 @@ class BertForQuestionAnswering(_BertWithBase):
     Positions outside the sequence are clamped to ``seq`` and ignored, as in the reference.
     """
 
+    unused_torch_keys = UNUSED_POOLER
+
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
         super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.qa_outputs = self._options.linear(config.hidden_size, 2)
+        self.qa_outputs = self._options.linear(config.hidden_size, 2, axes=("embed", "classes"))
         self._finish_init()
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None,

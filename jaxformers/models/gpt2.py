@@ -25,7 +25,6 @@ Static KV cache for compiled decoding (``GPT2LMHeadModel``)::
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Callable, ClassVar, NamedTuple, Sequence
 
@@ -34,8 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..configuration import PretrainedConfig
+from ..configuration import PretrainedConfig, configclass, spec
 from ..layers import (
+    ACTIVATIONS,
     Array,
     Embedding,
     Linear,
@@ -61,55 +61,59 @@ PRETRAINED_MODEL_ARCHIVE_MAP = {"gpt2": "gpt2", "gpt2-medium": "gpt2-medium"}
 GPT2_MASKED_LOGIT = -1e4
 
 
+# Hugging Face's names for GPT fields, shared by GPT-2 and OpenAI GPT. OpenAI's hparams.json has only n_ctx,
+# which is also the number of positions; today's HF files have only n_positions, which is also the context.
+GPT_ALIASES = {
+    "hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
+    "max_position_embeddings": "n_positions", "n_ctx": "n_positions", "n_positions": "n_ctx",
+}
+
+# HF's GPT-2/OpenAI GPT double-heads summary settings: the values that equal the 0.6.x multiple-choice head.
+GPT_SUMMARY_FIELDS = {
+    "summary_type": lambda value: value == "cls_index",
+    "summary_use_proj": lambda value: value is True,
+    "summary_activation": lambda value: value is None,
+    "summary_proj_to_labels": lambda value: value is True,
+    "summary_first_dropout": lambda value: value == 0.1,
+}
+
+
+@configclass
 class GPT2Config(PretrainedConfig):
     """GPT-2 hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style).
 
     Dropout rates are those of pytorch-pretrained-bert's master branch (0.6.2's GPT-2 had no dropout); they only
-    act in training mode. ``n_vocab`` (OpenAI's ``hparams.json``) is read as ``vocab_size``.
+    act in training mode. ``n_vocab`` (OpenAI's ``hparams.json``) is read as ``vocab_size``; a file with
+    ``n_ctx`` but no ``n_positions`` gets ``n_positions = n_ctx`` (by every constructor path).
+
+    Hugging Face fields that change the math are implemented: ``activation_function``,
+    ``scale_attn_weights`` (False: no 1/sqrt(head_dim)), ``scale_attn_by_inverse_layer_idx`` (layer ``i`` also
+    divides by ``i + 1``) and ``reorder_and_upcast_attn`` (attention in float32; the same numbers in float32).
     """
 
     model_type = "gpt2"
-    key_aliases = {"n_vocab": "vocab_size"}
+    aliases = {"n_vocab": "vocab_size", **GPT_ALIASES}
+    # n_inner: the MLP width; only HF's default (null: 4 * n_embd) is implemented.
+    math_fields = {"n_inner": lambda value: value is None, **GPT_SUMMARY_FIELDS}
 
-    def __init__(
-        self,
-        vocab_size_or_config_json_file: int | str | os.PathLike = 50257,
-        n_positions: int = 1024,
-        n_ctx: int = 1024,
-        n_embd: int = 768,
-        n_layer: int = 12,
-        n_head: int = 12,
-        resid_pdrop: float = 0.1,
-        embd_pdrop: float = 0.1,
-        attn_pdrop: float = 0.1,
-        layer_norm_epsilon: float = 1e-5,
-        initializer_range: float = 0.02,
-        scan_layers: bool = False,
-        remat: bool = False,
-    ):
-        self._init_from_first_argument(
-            vocab_size_or_config_json_file,
-            n_positions=n_positions,
-            n_ctx=n_ctx,
-            n_embd=n_embd,
-            n_layer=n_layer,
-            n_head=n_head,
-            resid_pdrop=resid_pdrop,
-            embd_pdrop=embd_pdrop,
-            attn_pdrop=attn_pdrop,
-            layer_norm_epsilon=layer_norm_epsilon,
-            initializer_range=initializer_range,
-            scan_layers=scan_layers,
-            remat=remat,
-        )
+    vocab_size: int = spec(50257, minimum=1)
+    n_positions: int = spec(1024, minimum=1)
+    n_ctx: int = spec(1024, minimum=1)
+    n_embd: int = spec(768, minimum=1)
+    n_layer: int = spec(12, minimum=1)
+    n_head: int = spec(12, minimum=1)
+    resid_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    embd_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    attn_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    layer_norm_epsilon: float = spec(1e-5, above=0.0)
+    initializer_range: float = spec(0.02, minimum=0.0)
+    activation_function: str = spec("gelu_new", choices=tuple(ACTIVATIONS))
+    scale_attn_weights: bool = spec(True)
+    scale_attn_by_inverse_layer_idx: bool = spec(False)
+    reorder_and_upcast_attn: bool = spec(False)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "GPT2Config":
-        config = super().from_dict(values)
-        # OpenAI's hparams.json has only n_ctx, which is also the number of positions.
-        if "n_ctx" in values and "n_positions" not in values:
-            config.n_positions = values["n_ctx"]
-        return config
+    def _check(self, source: str | None) -> None:
+        self._require(self.n_embd % self.n_head == 0, "n_embd", f"not divisible by n_head={self.n_head}", source)
 
 
 # ------------------------------------------------------------------------------------ blocks shared by GPT and GPT-2
@@ -123,8 +127,8 @@ class GPTOptions(ModuleFactory):
                          layer_norm_eps=config.layer_norm_epsilon, init_std=config.initializer_range)
         self.activation_name = activation_name
 
-    def conv1d(self, in_features: int, out_features: int) -> Linear:
-        return self.linear(in_features, out_features, torch_layout=None)
+    def conv1d(self, in_features: int, out_features: int, *, axes: tuple[str, str]) -> Linear:
+        return self.linear(in_features, out_features, axes=axes, torch_layout=None)
 
 
 class GPTAttention(nnx.Module):
@@ -135,8 +139,9 @@ class GPTAttention(nnx.Module):
         if config.n_embd % config.n_head:
             raise ValueError(f"n_embd {config.n_embd} is not a multiple of n_head {config.n_head}")
         self.n_head = config.n_head
-        self.c_attn = options.conv1d(config.n_embd, 3 * config.n_embd)
-        self.c_proj = options.conv1d(config.n_embd, config.n_embd)
+        # c_attn's fused [q | k | v] columns are split over "model" ("qkv"); c_proj is row-split ("heads").
+        self.c_attn = options.conv1d(config.n_embd, 3 * config.n_embd, axes=("embed", "qkv"))
+        self.c_proj = options.conv1d(config.n_embd, config.n_embd, axes=("heads", "embed"))
         self.attn_dropout_rate = config.attn_pdrop
         self.resid_dropout_rate = config.resid_pdrop
 
@@ -179,8 +184,8 @@ class GPTAttention(nnx.Module):
 class GPTMLP(nnx.Module):
     def __init__(self, options: GPTOptions):
         n_embd = options.config.n_embd
-        self.c_fc = options.conv1d(n_embd, 4 * n_embd)
-        self.c_proj = options.conv1d(4 * n_embd, n_embd)
+        self.c_fc = options.conv1d(n_embd, 4 * n_embd, axes=("embed", "mlp"))  # column-split
+        self.c_proj = options.conv1d(4 * n_embd, n_embd, axes=("mlp", "embed"))  # row-split
         self.act = activation(options.activation_name)
         self.dropout_rate = options.config.resid_pdrop
 
@@ -322,7 +327,7 @@ class MultipleChoiceHead(nnx.Module):
     """
 
     def __init__(self, options: GPTOptions):
-        self.linear = options.linear(options.config.n_embd, 1)
+        self.linear = options.linear(options.config.n_embd, 1, axes=("embed", "classes"))
         self.dropout_rate = options.config.resid_pdrop
 
     def __call__(self, hidden: Array, mc_token_ids: Array, rng: Array | None) -> Array:
@@ -478,8 +483,8 @@ class GPT2Model(GPT2PreTrainedModel):
         super().__init__(config, **kwargs)
         self.output_attentions = output_attentions
         options = self._options
-        self.wte = options.embedding(config.vocab_size)
-        self.wpe = options.embedding(config.n_positions)
+        self.wte = options.embedding(config.vocab_size, axes=("vocab", "embed"))
+        self.wpe = options.embedding(config.n_positions, axes=("position", "embed"))
         self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
         self.ln_f = options.layer_norm()
         self._finish_init()

@@ -10,6 +10,7 @@ Inputs are ``[d_1, ..., d_n, seq]``. Dropout is off until ``model.train()``; tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -20,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..configuration import PretrainedConfig
-from ..layers import Array, causal_bias, fold_rng, normalize_head_mask
+from ..configuration import PretrainedConfig, apply_model_kwargs, configclass, spec
+from ..layers import ACTIVATIONS, Array, causal_bias, fold_rng, normalize_head_mask
 from ..modeling_utils import CONFIG_NAME
 from .gpt2 import (
+    GPT_ALIASES,
+    GPT_SUMMARY_FIELDS,
     GPTPreTrainedBase,
     MultipleChoiceHead,
     _gpt_tf_name_to_torch_key,
@@ -42,7 +45,7 @@ PRETRAINED_MODEL_ARCHIVE_MAP = {"openai-gpt": "openai-gpt"}
 # OpenAI GPT fills masked attention logits with -1e9 (exact zeros after the softmax).
 OPENAI_GPT_MASKED_LOGIT = -1e9
 # afn names of the reference -> our activations ("gelu" there is the tanh approximation).
-OPENAI_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu", "swish": "swish"}
+OPENAI_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu", "swish": "swish", "silu": "silu"}
 # Per-layer arrays of OpenAI's checkpoint, in file order (each conv weight is [1, in, out]).
 OPENAI_LAYER_PARAMS = (
     "attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w", "attn/c_proj/b", "ln_1/g", "ln_1/b",
@@ -51,6 +54,7 @@ OPENAI_LAYER_PARAMS = (
 OPENAI_NUM_SHARDS = 10
 
 
+@configclass
 class OpenAIGPTConfig(PretrainedConfig):
     """OpenAI GPT hyper-parameters; the first argument is the vocabulary size or a JSON config path (0.6.x style).
 
@@ -58,42 +62,25 @@ class OpenAIGPTConfig(PretrainedConfig):
     """
 
     model_type = "openai-gpt"
+    aliases = GPT_ALIASES
+    math_fields = GPT_SUMMARY_FIELDS
 
-    def __init__(
-        self,
-        vocab_size_or_config_json_file: int | str | os.PathLike = 40478,
-        n_special: int = 0,
-        n_positions: int = 512,
-        n_ctx: int = 512,
-        n_embd: int = 768,
-        n_layer: int = 12,
-        n_head: int = 12,
-        afn: str = "gelu",
-        resid_pdrop: float = 0.1,
-        embd_pdrop: float = 0.1,
-        attn_pdrop: float = 0.1,
-        layer_norm_epsilon: float = 1e-5,
-        initializer_range: float = 0.02,
-        scan_layers: bool = False,
-        remat: bool = False,
-    ):
-        self._init_from_first_argument(
-            vocab_size_or_config_json_file,
-            n_special=n_special,
-            n_positions=n_positions,
-            n_ctx=n_ctx,
-            n_embd=n_embd,
-            n_layer=n_layer,
-            n_head=n_head,
-            afn=afn,
-            resid_pdrop=resid_pdrop,
-            embd_pdrop=embd_pdrop,
-            attn_pdrop=attn_pdrop,
-            layer_norm_epsilon=layer_norm_epsilon,
-            initializer_range=initializer_range,
-            scan_layers=scan_layers,
-            remat=remat,
-        )
+    vocab_size: int = spec(40478, minimum=1)
+    n_special: int = spec(0, minimum=0)
+    n_positions: int = spec(512, minimum=1)
+    n_ctx: int = spec(512, minimum=1)
+    n_embd: int = spec(768, minimum=1)
+    n_layer: int = spec(12, minimum=1)
+    n_head: int = spec(12, minimum=1)
+    afn: str = spec("gelu", choices=tuple(dict.fromkeys([*OPENAI_ACTIVATIONS, *ACTIVATIONS])))
+    resid_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    embd_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    attn_pdrop: float = spec(0.1, minimum=0.0, maximum=1.0)
+    layer_norm_epsilon: float = spec(1e-5, above=0.0)
+    initializer_range: float = spec(0.02, minimum=0.0)
+
+    def _check(self, source: str | None) -> None:
+        self._require(self.n_embd % self.n_head == 0, "n_embd", f"not divisible by n_head={self.n_head}", source)
 
     @property
     def total_tokens_embeddings(self) -> int:
@@ -135,9 +122,9 @@ class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
         base.tokens_embed = type(old)(new_rows, config.n_embd, rngs=nnx.Rngs(seed), dtype=old.dtype,
                                       param_dtype=old.weight.dtype)
         base.tokens_embed.weight.set_value(table)
-        config.n_special = num_special_tokens
-        if self.config is not config:
-            self.config.n_special = num_special_tokens
+        # Configs are frozen: the base model and the head model (when distinct) get the same new one.
+        base.config = dataclasses.replace(config, n_special=num_special_tokens)
+        self.config = base.config
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, cache_dir=None, from_tf: bool = False,
@@ -157,8 +144,7 @@ class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
                     break
             if config is None:
                 config = cls.config_class()
-            if config_overrides:
-                config.update(config_overrides)
+            config, kwargs = apply_model_kwargs(cls, config, inputs, kwargs, config_overrides)
             model = cls(config, *inputs, **kwargs)
             report = model.load_state_dict(cls.torch_keys_from_openai_numpy(directory), strict=strict,
                                            source=str(directory))
@@ -225,8 +211,8 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
         super().__init__(config, **kwargs)
         self.output_attentions = output_attentions
         options = self._options
-        self.tokens_embed = options.embedding(config.total_tokens_embeddings)
-        self.positions_embed = options.embedding(config.n_positions)
+        self.tokens_embed = options.embedding(config.total_tokens_embeddings, axes=("vocab", "embed"))
+        self.positions_embed = options.embedding(config.n_positions, axes=("position", "embed"))
         self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
         self._finish_init()
 

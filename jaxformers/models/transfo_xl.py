@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..configuration import PretrainedConfig
-from ..layers import Array, LayerNorm, Linear, check_ids_in_range, dropout, fold_rng
+from ..configuration import PretrainedConfig, configclass, spec
+from ..layers import Array, ModuleFactory, check_ids_in_range, dropout, fold_rng
 from ..modeling_utils import PreTrainedModel
 
 PRETRAINED_MODEL_ARCHIVE_MAP = {"transfo-xl-wt103": "transfo-xl-wt103"}
@@ -61,97 +61,69 @@ EPS_1_2 = 1e-5
 SAME_LENGTH_MASKS = ("pytorch", "tf")
 
 
+@configclass
 class TransfoXLConfig(PretrainedConfig):
     """Transformer-XL hyper-parameters with the 0.6.x constructor; the first argument is ``n_token`` (the
-    vocabulary size) or the path of a JSON config. ``tie_projs`` is derived from ``proj_share_all_but_first``.
-    ``layer_norm_epsilon`` is ours (see the module docstring)."""
+    vocabulary size) or the path of a JSON config. ``tie_projs`` is derived from ``proj_share_all_but_first``
+    (an argument, not a field). ``layer_norm_epsilon`` is ours (see the module docstring)."""
 
     model_type = "transfo-xl"
     vocab_argument = "n_token"
-    key_aliases = {"vocab_size": "n_token"}
+    aliases = {"vocab_size": "n_token"}
+    # The 0.6.x positional order (proj_share_all_but_first included).
+    positional = (
+        "n_token", "cutoffs", "d_model", "d_embed", "n_head", "d_head", "d_inner", "div_val", "pre_lnorm",
+        "n_layer", "tgt_len", "ext_len", "mem_len", "clamp_len", "same_length", "proj_share_all_but_first",
+        "attn_type", "sample_softmax", "adaptive", "tie_weight", "dropout", "dropatt", "untie_r", "init",
+        "init_range", "proj_init_std", "init_std",
+    )
+    arguments = frozenset({"proj_share_all_but_first"})
 
-    def __init__(
-        self,
-        vocab_size_or_config_json_file: int | str | os.PathLike = 267735,
-        cutoffs: Sequence[int] = (20000, 40000, 200000),
-        d_model: int = 1024,
-        d_embed: int = 1024,
-        n_head: int = 16,
-        d_head: int = 64,
-        d_inner: int = 4096,
-        div_val: int = 4,
-        pre_lnorm: bool = False,
-        n_layer: int = 18,
-        tgt_len: int = 128,
-        ext_len: int = 0,
-        mem_len: int = 1600,
-        clamp_len: int = 1000,
-        same_length: bool = True,
-        same_length_mask: str = "pytorch",
-        proj_share_all_but_first: bool = True,
-        attn_type: int = 0,
-        sample_softmax: int = -1,
-        adaptive: bool = True,
-        tie_weight: bool = True,
-        dropout: float = 0.1,
-        dropatt: float = 0.0,
-        untie_r: bool = True,
-        init: str = "normal",
-        init_range: float = 0.01,
-        proj_init_std: float = 0.01,
-        init_std: float = 0.02,
-        layer_norm_epsilon: float = EPS_0_6,
-    ):
-        cutoffs = list(cutoffs)
-        self._init_from_first_argument(
-            vocab_size_or_config_json_file,
-            cutoffs=cutoffs,
-            tie_weight=tie_weight,
-            tie_projs=_tie_projs(cutoffs, proj_share_all_but_first),
-            d_model=d_model,
-            d_embed=d_embed,
-            d_head=d_head,
-            d_inner=d_inner,
-            div_val=div_val,
-            pre_lnorm=pre_lnorm,
-            n_layer=n_layer,
-            n_head=n_head,
-            tgt_len=tgt_len,
-            ext_len=ext_len,
-            mem_len=mem_len,
-            same_length=same_length,
-            same_length_mask=same_length_mask,
-            attn_type=attn_type,
-            clamp_len=clamp_len,
-            sample_softmax=sample_softmax,
-            adaptive=adaptive,
-            dropout=dropout,
-            dropatt=dropatt,
-            untie_r=untie_r,
-            init=init,
-            init_range=init_range,
-            proj_init_std=proj_init_std,
-            init_std=init_std,
-            layer_norm_epsilon=layer_norm_epsilon,
-        )
+    n_token: int = spec(267735, minimum=1)
+    cutoffs: list[int] = spec([20000, 40000, 200000])
+    tie_weight: bool = spec(True)
+    tie_projs: list[bool] = spec([False, True, True, True])
+    d_model: int = spec(1024, minimum=1)
+    d_embed: int = spec(1024, minimum=1)
+    n_head: int = spec(16, minimum=1)
+    d_head: int = spec(64, minimum=1)
+    d_inner: int = spec(4096, minimum=1)
+    div_val: int = spec(4, minimum=1)
+    pre_lnorm: bool = spec(False)
+    n_layer: int = spec(18, minimum=1)
+    tgt_len: int = spec(128, minimum=0)
+    ext_len: int = spec(0, minimum=0)
+    mem_len: int = spec(1600, minimum=0)
+    clamp_len: int = spec(1000)
+    same_length: bool = spec(True)
+    same_length_mask: str = spec("pytorch", choices=SAME_LENGTH_MASKS)
+    attn_type: int = spec(0, choices=(0, 1, 2, 3))
+    sample_softmax: int = spec(-1, minimum=-1)
+    adaptive: bool = spec(True)
+    dropout: float = spec(0.1, minimum=0.0, maximum=1.0)
+    dropatt: float = spec(0.0, minimum=0.0, maximum=1.0)
+    untie_r: bool = spec(True)
+    init: str = spec("normal", choices=("normal", "uniform"))
+    init_range: float = spec(0.01, minimum=0.0)
+    proj_init_std: float = spec(0.01, minimum=0.0)
+    init_std: float = spec(0.02, minimum=0.0)
+    layer_norm_epsilon: float = spec(EPS_0_6, above=0.0)
 
-    def update(self, values: Mapping[str, Any]) -> None:
-        values = dict(values)
+    @classmethod
+    def _normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
         share = values.pop("proj_share_all_but_first", None)
-        super().update(values)
-        if "tie_projs" not in values and ("cutoffs" in values or share is not None):
-            self.tie_projs = _tie_projs(self.cutoffs, True if share is None else bool(share))
+        if "tie_projs" not in values:
+            cutoffs = values.get("cutoffs", cls.__dataclass_fields__["cutoffs"].default_factory())
+            if isinstance(cutoffs, (list, tuple)):
+                values["tie_projs"] = _tie_projs(cutoffs, True if share is None else bool(share))
         if "layer_norm_epsilon" not in values and _V1_CONFIG_MARKERS & set(values):
-            self.layer_norm_epsilon = EPS_1_2
+            values["layer_norm_epsilon"] = EPS_1_2
+        return values
 
     # Names shared with the other model families.
     @property
     def vocab_size(self) -> int:
         return self.n_token
-
-    @vocab_size.setter
-    def vocab_size(self, value: int) -> None:
-        self.n_token = value
 
     @property
     def hidden_size(self) -> int:
@@ -200,29 +172,12 @@ def validate_config(config: TransfoXLConfig) -> None:
         raise ValueError(f"TransfoXLConfig.init={config.init!r}: expected 'normal' or 'uniform'")
 
 
-class _Options:
-    """Construction-time settings every submodule needs (dtypes, initialisers, RNG)."""
-
-    def __init__(self, config: TransfoXLConfig, rngs: nnx.Rngs, dtype, param_dtype):
-        self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
-
-    def weight(self, shape: tuple[int, ...], std: float | None = None) -> Array:
-        """The reference's ``init``: N(0, init_std), or U(-init_range, init_range); projections N(0, std)."""
-        config = self.config
-        key = self.rngs.params()
-        if std is None and config.init == "uniform":
-            return jax.random.uniform(key, shape, self.param_dtype, -config.init_range, config.init_range)
-        return jax.random.normal(key, shape, self.param_dtype) * (config.init_std if std is None else std)
-
-    def linear(self, in_features: int, out_features: int, use_bias: bool = True) -> Linear:
-        layer = Linear(in_features, out_features, rngs=self.rngs, use_bias=use_bias, dtype=self.dtype,
-                       param_dtype=self.param_dtype)
-        layer.weight.set_value(self.weight((in_features, out_features)))
-        return layer
-
-    def layer_norm(self) -> LayerNorm:
-        return LayerNorm(self.config.d_model, eps=self.config.layer_norm_epsilon, dtype=self.dtype,
-                         param_dtype=self.param_dtype)
+def _Options(config: TransfoXLConfig, rngs: nnx.Rngs, dtype, param_dtype) -> ModuleFactory:
+    """The shared factory with the reference's ``init``: N(0, init_std) or U(-init_range, init_range) for
+    weights; projections pass ``("normal", proj_init_std)``, biases ``("constant", 0.0)``."""
+    init = ("uniform", config.init_range) if config.init == "uniform" else ("normal", config.init_std)
+    return ModuleFactory(config, rngs, dtype, param_dtype, features=config.d_model,
+                         layer_norm_eps=config.layer_norm_epsilon, init_std=config.init_std, init=init)
 
 
 def _cluster_bounds(config: TransfoXLConfig) -> list[tuple[int, int]]:
@@ -247,8 +202,8 @@ def inverse_frequencies(d_model: int) -> np.ndarray:
 class _Table(nnx.Module):
     """An embedding table ``weight: [rows, features]`` (nn.Embedding's key); lookups are done by the caller."""
 
-    def __init__(self, weight: Array):
-        self.weight = nnx.Param(weight)
+    def __init__(self, weight: nnx.Param):
+        self.weight = weight
 
 
 class AdaptiveEmbedding(nnx.Module):
@@ -263,19 +218,22 @@ class AdaptiveEmbedding(nnx.Module):
         self.n_token = config.n_token
         self.bounds = tuple(_cluster_bounds(config))
         self.scale = config.d_model ** 0.5
+        # Cluster tables are [rows, d_embed_i]: vocab-split rows like any embedding.
+        table_axes, proj_init = ("vocab", "proj"), ("normal", config.proj_init_std)
         if config.div_val == 1:
-            self.emb_layers = nnx.List([_Table(options.weight((config.n_token, config.d_embed)))])
+            self.emb_layers = nnx.List([_Table(options.param((config.n_token, config.d_embed), axes=table_axes))])
             projs = []
             if config.d_model != config.d_embed:
-                projs.append(nnx.Param(options.weight((config.d_model, config.d_embed), config.proj_init_std)))
+                projs.append(options.param((config.d_model, config.d_embed), axes=("embed", "proj"), init=proj_init))
             self.emb_projs = nnx.List(projs)
         else:
             widths = [_cluster_width(config, i) for i in range(len(self.bounds))]
             self.emb_layers = nnx.List([
-                _Table(options.weight((stop - start, width))) for (start, stop), width in zip(self.bounds, widths)
+                _Table(options.param((stop - start, width), axes=table_axes))
+                for (start, stop), width in zip(self.bounds, widths)
             ])
             self.emb_projs = nnx.List([
-                nnx.Param(options.weight((config.d_model, width), config.proj_init_std)) for width in widths
+                options.param((config.d_model, width), axes=("embed", "proj"), init=proj_init) for width in widths
             ])
         self.dtype = options.dtype
 
@@ -317,7 +275,8 @@ class PositionwiseFF(nnx.Module):
     def __init__(self, options: _Options):
         config = options.config
         self.CoreNet = nnx.List([
-            options.linear(config.d_model, config.d_inner), None, None, options.linear(config.d_inner, config.d_model)
+            options.linear(config.d_model, config.d_inner, axes=("embed", "mlp")), None, None,
+            options.linear(config.d_inner, config.d_model, axes=("mlp", "embed")),
         ])
         self.layer_norm = options.layer_norm()
         self.pre_lnorm = bool(config.pre_lnorm)
@@ -348,13 +307,13 @@ class RelPartialLearnableMultiHeadAttn(nnx.Module):
         config = options.config
         self.n_head, self.d_head = config.n_head, config.d_head
         inner = config.n_head * config.d_head
-        self.qkv_net = options.linear(config.d_model, 3 * inner, use_bias=False)
-        self.o_net = options.linear(inner, config.d_model, use_bias=False)
+        self.qkv_net = options.linear(config.d_model, 3 * inner, axes=("embed", "qkv"), use_bias=False)
+        self.o_net = options.linear(inner, config.d_model, axes=("heads", "embed"), use_bias=False)
         self.layer_norm = options.layer_norm()
-        self.r_net = options.linear(config.d_model, inner, use_bias=False)
+        self.r_net = options.linear(config.d_model, inner, axes=("embed", "heads"), use_bias=False)
         if config.untie_r:
-            self.r_r_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
-            self.r_w_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+            self.r_r_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
+            self.r_w_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
         else:  # shared biases live on the model and are passed in
             self.r_r_bias = None
             self.r_w_bias = None
@@ -432,9 +391,9 @@ class _OutputLayer(nnx.Module):
     """One ``crit.out_layers[i]`` (nn.Linear ``[out, in]`` layout); ``weight`` is absent when tied to the
     embedding table of the same cluster."""
 
-    def __init__(self, bias: Array, weight: Array | None):
-        self.weight = None if weight is None else nnx.Param(weight)
-        self.bias = nnx.Param(bias)
+    def __init__(self, options: ModuleFactory, rows: int, width: int, tied: bool, width_axis: str = "proj"):
+        self.weight = None if tied else options.param((rows, width), axes=("vocab", width_axis))
+        self.bias = options.param((rows,), axes=("vocab",), init=("constant", 0.0))
 
 
 class ProjectedAdaptiveLogSoftmax(nnx.Module):
@@ -455,8 +414,8 @@ class ProjectedAdaptiveLogSoftmax(nnx.Module):
         self.tie_weight = bool(config.tie_weight)
         tie_projs = list(config.tie_projs) + [False] * (len(self.bounds) - len(config.tie_projs))
         if self.n_clusters > 0:
-            self.cluster_weight = nnx.Param(options.weight((self.n_clusters, config.d_embed)))
-            self.cluster_bias = nnx.Param(jnp.zeros((self.n_clusters,), options.param_dtype))
+            self.cluster_weight = options.param((self.n_clusters, config.d_embed), axes=("clusters", "proj"))
+            self.cluster_bias = options.param((self.n_clusters,), axes=("clusters",), init=("constant", 0.0))
         else:
             self.cluster_weight = self.cluster_bias = None
 
@@ -473,14 +432,14 @@ class ProjectedAdaptiveLogSoftmax(nnx.Module):
                 source = ("own", None)
             sources.append(source)
             projs.append(
-                nnx.Param(options.weight((config.d_model, width), config.proj_init_std)) if source[0] == "own" else None
+                options.param((config.d_model, width), axes=("embed", "proj"), init=("normal", config.proj_init_std))
+                if source[0] == "own" else None
             )
         self.proj_sources = tuple(sources)
         self.out_projs = nnx.List(projs)
 
         def out_layer(rows: int, width: int) -> _OutputLayer:
-            weight = None if self.tie_weight else options.weight((rows, width))
-            return _OutputLayer(jnp.zeros((rows,), options.param_dtype), weight)
+            return _OutputLayer(options, rows, width, self.tie_weight)
 
         if config.div_val == 1:
             self.out_layers = nnx.List([out_layer(config.n_token, config.d_embed)])
@@ -720,8 +679,8 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
         if config.untie_r:
             self.r_w_bias = self.r_r_bias = None
         else:
-            self.r_w_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
-            self.r_r_bias = nnx.Param(options.weight((config.n_head, config.d_head)))
+            self.r_w_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
+            self.r_r_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
         self.layers = nnx.List([RelPartialLearnableDecoderLayer(options) for _ in range(config.n_layer)])
         self._finish_init()
 
@@ -808,10 +767,8 @@ class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
                                           param_dtype=options.param_dtype)
         self.sample_softmax = config.sample_softmax
         if config.sample_softmax > 0:
-            self.out_layer = _OutputLayer(
-                jnp.zeros((config.n_token,), options.param_dtype),
-                None if config.tie_weight else options.weight((config.n_token, config.d_model)),
-            )
+            # The full-vocabulary output layer of the sampled softmax: [n_token, d_model] rows.
+            self.out_layer = _OutputLayer(options, config.n_token, config.d_model, bool(config.tie_weight), "embed")
             self.sampler = LogUniformSampler(config.n_token, config.sample_softmax)
             self.crit = None
         else:
