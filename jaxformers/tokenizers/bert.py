@@ -25,6 +25,9 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .batch import BatchCallMixin
+from .hub_files import TOKENIZER_JSON_NAME, model_max_length_of, read_tokenizer_json_model, read_tokenizer_settings
+
 logger = logging.getLogger(__name__)
 
 VOCAB_NAME = "vocab.txt"
@@ -45,8 +48,9 @@ BERT_PRETRAINED_MODELS = (
     "bert-large-cased-whole-word-masking-finetuned-squad",
     "bert-base-cased-finetuned-mrpc",
 )
+# (google-bert/ is where the hub keeps the original BERT repositories today; see file_utils.SHORTCUT_REPOS.)
 PRETRAINED_VOCAB_ARCHIVE_MAP: dict[str, str] = {
-    name: f"https://huggingface.co/{name}/resolve/main/{VOCAB_NAME}" for name in BERT_PRETRAINED_MODELS
+    name: f"https://huggingface.co/google-bert/{name}/resolve/main/{VOCAB_NAME}" for name in BERT_PRETRAINED_MODELS
 }
 # Every released BERT has 512 position embeddings; longer id sequences would index past the table.
 PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP: dict[str, int] = {name: 512 for name in BERT_PRETRAINED_MODELS}
@@ -423,41 +427,97 @@ def load_vocab(vocab_file: str | os.PathLike) -> collections.OrderedDict[str, in
 _INIT_PARAMETERS = ("do_lower_case", "max_len", "do_basic_tokenize", "never_split")
 
 
-class BertTokenizer:
-    """End-to-end BERT tokenization (basic tokenization then WordPiece) and token/id conversion."""
+class BertTokenizer(BatchCallMixin):
+    """End-to-end BERT tokenization (basic tokenization then WordPiece) and token/id conversion.
+
+    Calling it on texts (``tokenizer(texts, text_pair, padding=True, truncation=True, return_tensors="np")``)
+    gives ``input_ids`` / ``token_type_ids`` / ``attention_mask`` with ``[CLS] A [SEP] (B [SEP])``, as the
+    Hugging Face BERT tokenizer does (see ``jaxformers.tokenizers.batch``).
+    """
+
+    model_input_names = ("input_ids", "token_type_ids", "attention_mask")
 
     def __init__(
         self,
-        vocab_file: str | os.PathLike,
+        vocab_file: str | os.PathLike | Mapping[str, int],
         do_lower_case: bool = True,
         max_len: int | None = None,
         do_basic_tokenize: bool = True,
         never_split: Iterable[str] | None = DEFAULT_NEVER_SPLIT,
+        *,
+        unk_token: str = "[UNK]",
+        sep_token: str = "[SEP]",
+        pad_token: str | None = "[PAD]",
+        cls_token: str = "[CLS]",
+        mask_token: str = "[MASK]",
     ):
         """
         Args:
-            vocab_file: one-wordpiece-per-line vocabulary file.
+            vocab_file: one-wordpiece-per-line vocabulary file, or a mapping token -> id (e.g. the vocabulary
+                of a tokenizer.json).
             do_lower_case: lower-case and strip accents (only with basic tokenization).
             max_len: longest id sequence the model accepts; longer ones get a warning from
                 `convert_tokens_to_ids`. None means no limit.
             do_basic_tokenize: run cleanup/punctuation splitting before WordPiece. Without it, WordPiece
                 sees the raw text split on whitespace.
             never_split: words kept intact by basic tokenization.
+            unk_token, sep_token, pad_token, cls_token, mask_token: the special tokens (unk_token is what
+                WordPiece gives unknown words; cls/sep frame the sequences of a batch call, pad_token pads them).
         """
-        if not os.path.isfile(vocab_file):
+        if isinstance(vocab_file, Mapping):
+            self.vocab = collections.OrderedDict(sorted(vocab_file.items(), key=lambda item: item[1]))
+        elif not os.path.isfile(vocab_file):
             raise ValueError(
                 f"vocabulary file {os.fspath(vocab_file)!r} does not exist or is not a file (to load a "
                 "pretrained vocabulary by name, use `BertTokenizer.from_pretrained(name)`)"
             )
-        self.vocab = load_vocab(vocab_file)
+        else:
+            self.vocab = load_vocab(vocab_file)
         self.ids_to_tokens: collections.OrderedDict[int, str] = collections.OrderedDict(
             (index, token) for token, index in self.vocab.items()
         )
         self.do_basic_tokenize = do_basic_tokenize
         if do_basic_tokenize:
             self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, never_split=never_split)
-        self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
+        self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab, unk_token=unk_token)
         self.max_len = max_len if max_len is not None else _NO_MAX_LEN
+        self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
+        self.cls_token, self.mask_token = cls_token, mask_token
+
+    @property
+    def model_max_length(self) -> int:
+        """Longest id sequence the model takes (``max_len``); truncation=True cuts to it."""
+        return self.max_len
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    def text_to_ids(self, text: str) -> list[int]:
+        """Vocabulary ids of `text` without special tokens (no length warning: a batch call truncates)."""
+        vocab = self.vocab
+        try:
+            return [vocab[token] for token in self.tokenize(text)]
+        except KeyError as error:
+            raise KeyError(f"token {error.args[0]!r} is not in the vocabulary") from None
+
+    def num_special_tokens(self, pair: bool) -> int:
+        return 3 if pair else 2
+
+    def build_with_special_tokens(self, first: list[int], second: list[int] | None) -> tuple[list[int], list[int]]:
+        """``[CLS] first [SEP]`` (type ids 0) then ``second [SEP]`` (type ids 1)."""
+        cls_id, sep_id = self._required_id(self.cls_token, "cls_token"), self._required_id(self.sep_token, "sep_token")
+        ids = [cls_id, *first, sep_id]
+        type_ids = [0] * len(ids)
+        if second is not None:
+            ids += [*second, sep_id]
+            type_ids += [1] * (len(second) + 1)
+        return ids, type_ids
+
+    def _required_id(self, token: str, name: str) -> int:
+        token_id = self.vocab.get(token)
+        if token_id is None:
+            raise KeyError(f"{name} {token!r} is not in the vocabulary")
+        return token_id
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`."""
@@ -557,8 +617,11 @@ class BertTokenizer:
         asked otherwise) and `max_len` is capped at the model's number of position embeddings.
         Extra arguments are passed to the constructor. Raises OSError when the vocabulary can't be found.
         """
-        from jaxformers.file_utils import cached_path
+        import dataclasses
 
+        from jaxformers.file_utils import TOKENIZER_FILES, HubOptions, cached_path, hub_repo_for, hub_snapshot
+
+        hub = HubOptions.pop_from(kwargs, cache_dir)  # revision=, token=, local_files_only=, force_download=
         if len(inputs) > len(_INIT_PARAMETERS):
             raise TypeError(f"from_pretrained got {len(inputs)} extra positional arguments, at most "
                             f"{len(_INIT_PARAMETERS)} ({', '.join(_INIT_PARAMETERS)}) are accepted")
@@ -568,6 +631,10 @@ class BertTokenizer:
             kwargs[parameter] = value
 
         name = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(name):
+            return cls.from_directory(name, **kwargs)
+        if name not in PRETRAINED_VOCAB_ARCHIVE_MAP and (repo := hub_repo_for(name)) is not None:
+            return cls.from_directory(hub_snapshot(repo, TOKENIZER_FILES, hub), **kwargs)  # a hub repository id
         is_shortcut = name in PRETRAINED_VOCAB_ARCHIVE_MAP
         if is_shortcut:
             vocab_file = PRETRAINED_VOCAB_ARCHIVE_MAP[name]
@@ -591,7 +658,7 @@ class BertTokenizer:
             vocab_file = os.path.join(vocab_file, VOCAB_NAME)
 
         try:
-            resolved_vocab_file = cached_path(vocab_file, cache_dir=cache_dir)
+            resolved_vocab_file = cached_path(vocab_file, **dataclasses.asdict(hub))
         except OSError as error:
             raise OSError(
                 f"Can't load a BERT vocabulary for {name!r}: it is not a known shortcut name "
@@ -608,6 +675,63 @@ class BertTokenizer:
             model_limit = PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name]
             kwargs["max_len"] = model_limit if requested is None else min(requested, model_limit)
         return cls(resolved_vocab_file, **kwargs)
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, **kwargs: Any) -> BertTokenizer:
+        """A tokenizer from a model directory (a hub snapshot, a save_pretrained output).
+
+        The vocabulary is vocab.txt, or else the WordPiece vocabulary inside tokenizer.json. tokenizer_config.json
+        / special_tokens_map.json give ``do_lower_case``, ``model_max_length`` (as ``max_len``), ``never_split``
+        and the special tokens; keyword arguments override them.
+        """
+        directory = os.fspath(directory)
+        settings = read_tokenizer_settings(directory)
+        vocab: str | dict[str, int] = os.path.join(directory, VOCAB_NAME)
+        wordpiece: dict[str, Any] = {}
+        if not os.path.isfile(vocab):
+            json_path = os.path.join(directory, TOKENIZER_JSON_NAME)
+            if not os.path.isfile(json_path):
+                raise OSError(f"no {VOCAB_NAME} or {TOKENIZER_JSON_NAME} in {directory!r}: not a BERT tokenizer directory")
+            wordpiece = read_tokenizer_json_model(json_path, "WordPiece")
+            vocab = wordpiece["vocab"]
+            normalizer = wordpiece.get("normalizer") or {}
+            if "do_lower_case" not in settings and isinstance(normalizer.get("lowercase"), bool):
+                settings["do_lower_case"] = normalizer["lowercase"]
+            settings.setdefault("unk_token", wordpiece.get("unk_token"))
+        options = _init_options_from_settings(settings)
+        options.update(kwargs)
+        tokenizer = cls(vocab, **options)
+        if isinstance(wordpiece.get("max_input_chars_per_word"), int):
+            tokenizer.wordpiece_tokenizer.max_input_chars_per_word = wordpiece["max_input_chars_per_word"]
+        return tokenizer
+
+
+def _init_options_from_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """BertTokenizer arguments from tokenizer_config.json settings; refuses options it cannot honour."""
+    source = settings.get("_source", "tokenizer settings")
+    options: dict[str, Any] = {}
+    if "do_lower_case" in settings:
+        options["do_lower_case"] = bool(settings["do_lower_case"])
+    lower = options.get("do_lower_case", True)
+    strip_accents = settings.get("strip_accents")
+    if strip_accents is not None and bool(strip_accents) != lower:
+        raise ValueError(f"{source}: strip_accents={strip_accents} with do_lower_case={lower} is not supported "
+                         f"(accents are stripped exactly when lower-casing, as in the original BERT)")
+    if settings.get("tokenize_chinese_chars", True) is False:
+        raise ValueError(f"{source}: tokenize_chinese_chars=false is not supported (CJK characters are always split)")
+    if "do_basic_tokenize" in settings:
+        options["do_basic_tokenize"] = bool(settings["do_basic_tokenize"])
+    max_length = model_max_length_of(settings)
+    if max_length is not None:
+        options["max_len"] = max_length
+    specials = {key: settings[key] for key in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+                if settings.get(key) is not None}
+    options.update(specials)
+    never_split = settings.get("never_split")
+    if never_split is not None or specials:
+        # Special tokens stay whole, as Hugging Face's added tokens do.
+        options["never_split"] = sorted({*(never_split or DEFAULT_NEVER_SPLIT), *specials.values()})
+    return options
 
 
 __all__ = [

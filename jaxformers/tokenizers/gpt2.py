@@ -20,9 +20,18 @@ import logging
 import os
 import sys
 from itertools import chain, islice
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import regex
+
+from .batch import BatchCallMixin
+from .hub_files import (
+    TOKENIZER_JSON_NAME,
+    bpe_merges_from_json,
+    model_max_length_of,
+    read_tokenizer_json_model,
+    read_tokenizer_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +41,9 @@ SPECIAL_TOKENS_NAME = "special_tokens.txt"
 
 _HUB = "https://huggingface.co"
 GPT2_SHORTCUT_NAMES = ("gpt2", "gpt2-medium")
-PRETRAINED_VOCAB_ARCHIVE_MAP = {name: f"{_HUB}/{name}/resolve/main/{VOCAB_NAME}" for name in GPT2_SHORTCUT_NAMES}
-PRETRAINED_MERGES_ARCHIVE_MAP = {name: f"{_HUB}/{name}/resolve/main/{MERGES_NAME}" for name in GPT2_SHORTCUT_NAMES}
+# openai-community/ holds the GPT-2 repositories today (see file_utils.SHORTCUT_REPOS).
+PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{_HUB}/openai-community/{n}/resolve/main/{VOCAB_NAME}" for n in GPT2_SHORTCUT_NAMES}
+PRETRAINED_MERGES_ARCHIVE_MAP = {n: f"{_HUB}/openai-community/{n}/resolve/main/{MERGES_NAME}" for n in GPT2_SHORTCUT_NAMES}
 PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {name: 1024 for name in GPT2_SHORTCUT_NAMES}
 
 # GPT-2's pre-tokenizer: contractions, letter runs, digit runs and other-symbol runs (each optionally preceded by
@@ -179,6 +189,19 @@ def write_vocabulary(
     return vocab_file, merges_file, special_tokens_file
 
 
+def vocab_and_merges(
+    vocab_file: str | os.PathLike | Mapping[str, int], merges_file: str | os.PathLike | Mapping[tuple[str, str], int]
+) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """The vocabulary and merge ranks, each given as a file or already loaded (e.g. from a tokenizer.json)."""
+    encoder = dict(vocab_file) if isinstance(vocab_file, Mapping) else read_vocab(vocab_file)
+    ranks = dict(merges_file) if isinstance(merges_file, Mapping) else read_merges(merges_file)
+    return encoder, ranks
+
+
+# tokenizer_config.json settings whose non-default value this implementation cannot honour.
+_UNSUPPORTED_SETTINGS = {"add_prefix_space": False, "add_bos_token": False, "add_eos_token": False}
+
+
 class PieceCache(dict):
     """pre-token -> tokenized result; a miss computes the value with `compute` and stores it.
 
@@ -203,12 +226,18 @@ def _as_id_list(ids: Iterable[int]) -> Iterable[int]:
     return tolist() if tolist is not None else ids
 
 
-class BPETokenizerBase:
+class BPETokenizerBase(BatchCallMixin):
     """Vocabulary, special tokens, id conversion, saving and loading shared by the GPT and GPT-2 tokenizers.
 
-    Subclasses define `tokenize` and `decode`, and the class-level maps of shortcut names.
+    Subclasses define `tokenize` and `decode`, and the class-level maps of shortcut names. Calling the
+    tokenizer on texts gives ``input_ids`` / ``attention_mask`` (pairs are concatenated, no special tokens are
+    added, as Hugging Face's GPT tokenizers do); padding needs ``pad_token`` (e.g. ``tok.pad_token = tok.eos_token``).
     """
 
+    model_input_names = ("input_ids", "attention_mask")
+    pad_token: str | None = None
+
+    special_token_names: ClassVar[tuple[str, ...]] = ("unk_token", "pad_token")
     pretrained_vocab_files: ClassVar[dict[str, str]] = {}
     pretrained_merges_files: ClassVar[dict[str, str]] = {}
     max_model_input_sizes: ClassVar[dict[str, int]] = {}
@@ -253,6 +282,18 @@ class BPETokenizerBase:
         self._warn_if_too_long(len(ids))
         return ids
 
+    @property
+    def model_max_length(self) -> int:
+        """Longest id sequence the model takes (``max_len``); truncation=True cuts to it."""
+        return self.max_len
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._token_to_id.get(token)
+
+    def text_to_ids(self, text: str) -> list[int]:
+        """Ids of `text` (no length warning: the batch call truncates)."""
+        return self.convert_tokens_to_ids(self.tokenize(text))
+
     def _warn_if_too_long(self, length: int) -> None:
         if length > self.max_len:
             logger.warning(
@@ -296,9 +337,17 @@ class BPETokenizerBase:
         `special_tokens` is passed). Shortcut names cap `max_len` at the model's number of positions.
         Other keyword arguments go to the constructor.
         """
-        from jaxformers.file_utils import cached_path  # lazy: keeps this module importable on its own
+        import dataclasses
 
+        # lazy: keeps this module importable on its own
+        from jaxformers.file_utils import TOKENIZER_FILES, HubOptions, cached_path, hub_repo_for, hub_snapshot
+
+        hub = HubOptions.pop_from(kwargs, cache_dir)  # revision=, token=, local_files_only=, force_download=
         name = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(name):
+            return cls.from_directory(name, **kwargs)
+        if name not in cls.pretrained_vocab_files and (repo := hub_repo_for(name)) is not None:
+            return cls.from_directory(hub_snapshot(repo, TOKENIZER_FILES, hub), **kwargs)  # a hub repository id
         special_tokens_file = None
         if name in cls.pretrained_vocab_files:
             vocab_file = cls.pretrained_vocab_files[name]
@@ -311,8 +360,8 @@ class BPETokenizerBase:
                 special_tokens_file = candidate
                 logger.info("loading special tokens file %s", candidate)
         try:
-            resolved_vocab_file = cached_path(vocab_file, cache_dir=cache_dir)
-            resolved_merges_file = cached_path(merges_file, cache_dir=cache_dir)
+            resolved_vocab_file = cached_path(vocab_file, **dataclasses.asdict(hub))
+            resolved_merges_file = cached_path(merges_file, **dataclasses.asdict(hub))
         except OSError as error:
             raise OSError(
                 f"cannot load a {cls.__name__} from {name!r}: it is not a shortcut name "
@@ -331,6 +380,47 @@ class BPETokenizerBase:
         else:
             special_tokens = kwargs.pop("special_tokens", None)
         return cls(resolved_vocab_file, resolved_merges_file, special_tokens=special_tokens, **kwargs)
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, **kwargs: Any):
+        """A tokenizer from a model directory (a hub snapshot, a save_pretrained output).
+
+        vocab.json + merges.txt, or else the BPE model inside tokenizer.json; special_tokens.txt (0.6.x extra
+        tokens) unless `special_tokens` is passed; tokenizer_config.json / special_tokens_map.json give
+        ``model_max_length`` (as ``max_len``) and the special tokens. Keyword arguments override them.
+        """
+        directory = os.fspath(directory)
+        vocab: Any = os.path.join(directory, VOCAB_NAME)
+        merges: Any = os.path.join(directory, MERGES_NAME)
+        if not (os.path.isfile(vocab) and os.path.isfile(merges)):
+            json_path = os.path.join(directory, TOKENIZER_JSON_NAME)
+            if not os.path.isfile(json_path):
+                raise OSError(f"cannot load a {cls.__name__} from {directory!r}: it has neither {VOCAB_NAME} + "
+                              f"{MERGES_NAME} nor {TOKENIZER_JSON_NAME}")
+            model = read_tokenizer_json_model(json_path, "BPE")
+            vocab, merges = model["vocab"], bpe_merges_from_json(model, json_path)
+        options = cls._options_from_settings(read_tokenizer_settings(directory))
+        special_tokens_file = os.path.join(directory, SPECIAL_TOKENS_NAME)
+        if "special_tokens" not in kwargs and os.path.exists(special_tokens_file):
+            logger.info("loading special tokens file %s", special_tokens_file)
+            options["special_tokens"] = read_special_tokens(special_tokens_file)
+        options.update(kwargs)
+        return cls(vocab, merges, **options)
+
+    @classmethod
+    def _options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        source = settings.get("_source", "tokenizer settings")
+        for key, default in _UNSUPPORTED_SETTINGS.items():
+            if settings.get(key, default) != default:
+                raise ValueError(f"{source}: {key}={settings[key]!r} is not supported by {cls.__name__}")
+        options: dict[str, Any] = {}
+        max_length = model_max_length_of(settings)
+        if max_length is not None:
+            options["max_len"] = max_length
+        for key in cls.special_token_names:
+            if key in settings:
+                options[key] = settings[key]
+        return options
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -352,8 +442,11 @@ class GPT2Tokenizer(BPETokenizerBase):
         errors: how `decode` handles byte sequences that are not valid UTF-8 (see `bytes.decode`).
         special_tokens: extra tokens, given ids after the vocabulary (see `set_special_tokens`).
         max_len: sequences longer than this log a warning in `convert_tokens_to_ids`/`encode`.
+        unk_token, bos_token, eos_token: GPT-2's ``<|endoftext|>`` (for reference; never inserted in text).
+        pad_token: the token a batch call pads with (None: it cannot pad). ``<|endoftext|>`` is the usual choice.
     """
 
+    special_token_names = ("unk_token", "bos_token", "eos_token", "pad_token")
     pretrained_vocab_files = PRETRAINED_VOCAB_ARCHIVE_MAP
     pretrained_merges_files = PRETRAINED_MERGES_ARCHIVE_MAP
     max_model_input_sizes = PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP
@@ -365,12 +458,17 @@ class GPT2Tokenizer(BPETokenizerBase):
         errors: str = "replace",
         special_tokens: Sequence[str] | None = None,
         max_len: int | None = None,
+        *,
+        unk_token: str = "<|endoftext|>",
+        bos_token: str = "<|endoftext|>",
+        eos_token: str = "<|endoftext|>",
+        pad_token: str | None = None,
     ) -> None:
         self.max_len = max_len if max_len is not None else NO_MAX_LEN
         self.errors = errors
-        self.encoder = read_vocab(vocab_file)
+        self.encoder, self.bpe_ranks = vocab_and_merges(vocab_file, merges_file)
         self.decoder = {index: token for token, index in self.encoder.items()}
-        self.bpe_ranks = read_merges(merges_file)
+        self.unk_token, self.bos_token, self.eos_token, self.pad_token = unk_token, bos_token, eos_token, pad_token
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {symbol: byte for byte, symbol in self.byte_encoder.items()}
         self.pat = regex.compile(GPT2_SPLIT_PATTERN)
@@ -419,6 +517,9 @@ class GPT2Tokenizer(BPETokenizerBase):
     def tokenize(self, text: str) -> list[str]:
         """Split text into BPE token strings (bytes written with GPT-2's printable byte symbols)."""
         return list(chain.from_iterable(map(self._piece_tokens.__getitem__, self._split(text))))
+
+    def text_to_ids(self, text: str) -> list[int]:
+        return list(chain.from_iterable(map(self._piece_ids.__getitem__, self._split(text))))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` (``convert_tokens_to_ids(tokenize(text))``, computed faster)."""

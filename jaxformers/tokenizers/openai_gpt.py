@@ -20,16 +20,17 @@ from jaxformers.tokenizers.gpt2 import (
     BPETokenizerBase,
     PieceCache,
     merge_symbols,
-    read_merges,
-    read_vocab,
+    vocab_and_merges,
 )
 
 logger = logging.getLogger(__name__)
 
 _HUB = "https://huggingface.co"
 OPENAI_GPT_SHORTCUT_NAMES = ("openai-gpt",)
-PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{_HUB}/{n}/resolve/main/{VOCAB_NAME}" for n in OPENAI_GPT_SHORTCUT_NAMES}
-PRETRAINED_MERGES_ARCHIVE_MAP = {n: f"{_HUB}/{n}/resolve/main/{MERGES_NAME}" for n in OPENAI_GPT_SHORTCUT_NAMES}
+# openai-community/ holds the OpenAI GPT repository today (see file_utils.SHORTCUT_REPOS).
+_REPO = "openai-community"
+PRETRAINED_VOCAB_ARCHIVE_MAP = {n: f"{_HUB}/{_REPO}/{n}/resolve/main/{VOCAB_NAME}" for n in OPENAI_GPT_SHORTCUT_NAMES}
+PRETRAINED_MERGES_ARCHIVE_MAP = {n: f"{_HUB}/{_REPO}/{n}/resolve/main/{MERGES_NAME}" for n in OPENAI_GPT_SHORTCUT_NAMES}
 PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {"openai-gpt": 512}
 
 END_OF_WORD = "</w>"
@@ -85,6 +86,7 @@ class OpenAIGPTTokenizer(BPETokenizerBase):
         special_tokens: extra tokens (e.g. ``"_classify_"``), given ids after the vocabulary; with the BERT
             fallback they are also protected from lower-casing and punctuation splitting.
         max_len: sequences longer than this log a warning in `convert_tokens_to_ids`/`encode`.
+        unk_token: ``<unk>``; pad_token: the token a batch call pads with (None: it cannot pad).
     """
 
     pretrained_vocab_files = PRETRAINED_VOCAB_ARCHIVE_MAP
@@ -97,6 +99,9 @@ class OpenAIGPTTokenizer(BPETokenizerBase):
         merges_file: str | os.PathLike,
         special_tokens: Sequence[str] | None = None,
         max_len: int | None = None,
+        *,
+        unk_token: str = "<unk>",
+        pad_token: str | None = None,
     ) -> None:
         spacy_and_ftfy = _load_spacy_and_ftfy()
         if spacy_and_ftfy is not None:
@@ -109,9 +114,9 @@ class OpenAIGPTTokenizer(BPETokenizerBase):
             self.fix_text = None
 
         self.max_len = max_len if max_len is not None else NO_MAX_LEN
-        self.encoder = read_vocab(vocab_file)
+        self.encoder, self.bpe_ranks = vocab_and_merges(vocab_file, merges_file)
         self.decoder = {index: token for token, index in self.encoder.items()}
-        self.bpe_ranks = read_merges(merges_file)
+        self.unk_token, self.pad_token = unk_token, pad_token
         self._word_tokens = PieceCache(self._bpe_word)  # word -> tuple of BPE tokens
         self.set_special_tokens(special_tokens)
 

@@ -31,14 +31,15 @@ from typing import Any, Union
 import numpy as np
 
 from ..safe_pickle import is_zip_file, load_pickled_data
+from .batch import NO_LIMIT, BatchCallMixin
 
 logger = logging.getLogger(__name__)
 
 PRETRAINED_VOCAB_ARCHIVE_MAP: dict[str, str] = {
-    "transfo-xl-wt103": "https://huggingface.co/transfo-xl-wt103/resolve/main/vocab.bin",
+    "transfo-xl-wt103": "https://huggingface.co/transfo-xl/transfo-xl-wt103/resolve/main/vocab.bin",
 }
 PRETRAINED_CORPUS_ARCHIVE_MAP: dict[str, str] = {
-    "transfo-xl-wt103": "https://huggingface.co/transfo-xl-wt103/resolve/main/corpus.bin",
+    "transfo-xl-wt103": "https://huggingface.co/transfo-xl/transfo-xl-wt103/resolve/main/corpus.bin",
 }
 VOCAB_NAME = "vocab.bin"  # 0.6.x: torch.save of the tokenizer's __dict__ (read only, never written)
 VOCAB_JSON_NAME = "vocab.json"  # ours
@@ -64,13 +65,19 @@ _STATE_KEYS = ("counter", "special", "min_freq", "max_size", "lower_case", "deli
                "never_split", "idx2sym", "sym2idx")
 
 
-class TransfoXLTokenizer:
+class TransfoXLTokenizer(BatchCallMixin):
     """Word-level tokenizer of Transformer-XL: whitespace (or `delimiter`) splitting, counted vocabulary.
 
     Typical use: ``count_file`` on the training text(s), ``build_vocab()``, then ``encode_file``. Or
     ``from_pretrained("transfo-xl-wt103")`` for the released 267k-word WikiText-103 vocabulary.
     `never_split` is stored for API compatibility; like 0.6.x, tokenization never consults it.
+
+    Calling it on texts gives ``input_ids`` / ``attention_mask`` (no special tokens added); set ``pad_token``
+    (e.g. ``"<eos>"``) to pad a batch.
     """
+
+    model_max_length = NO_LIMIT
+    pad_token: str | None = None
 
     def __init__(
         self,
@@ -107,16 +114,21 @@ class TransfoXLTokenizer:
         or ``vocab.bin`` (0.6.x), one of those files, or a URL. Extra arguments go to the constructor, and the
         file's settings then override them (as in 0.6.x). Raises OSError when the file can't be found.
         """
-        from jaxformers.file_utils import cached_path
+        import dataclasses
 
+        from jaxformers.file_utils import HubOptions, cached_path, hub_repo_for, hub_url
+
+        hub = HubOptions.pop_from(kwargs, cache_dir)  # revision=, token=, local_files_only=, force_download=
         name = os.fspath(pretrained_model_name_or_path)
         if name in PRETRAINED_VOCAB_ARCHIVE_MAP:
             location = PRETRAINED_VOCAB_ARCHIVE_MAP[name]
         elif os.path.isdir(name):
             location = _first_existing(name, (VOCAB_JSON_NAME, VOCAB_NAME), "Transformer-XL vocabulary")
+        elif (repo := hub_repo_for(name)) is not None:
+            location = hub_url(repo, VOCAB_NAME, hub.revision)
         else:
             location = name
-        resolved = cached_path(location, cache_dir=cache_dir)
+        resolved = cached_path(location, **dataclasses.asdict(hub))
         logger.info("loading Transformer-XL vocabulary from %s", resolved)
         tokenizer = cls(*inputs, **kwargs)
         tokenizer._apply_state(_read_vocab_state(resolved), resolved)
@@ -277,6 +289,13 @@ class TransfoXLTokenizer:
 
     def convert_ids_to_tokens(self, indices: Iterable[int]) -> list[str]:
         return [self.get_sym(idx) for idx in indices]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.sym2idx.get(token)
+
+    def text_to_ids(self, text: str) -> list[int]:
+        """Ids of one line of text (``tokenize`` then ``convert_tokens_to_ids``), for the batch call."""
+        return self.convert_tokens_to_ids(self.tokenize(text))
 
     def convert_to_tensor(self, symbols: Iterable[str]) -> np.ndarray:
         """Ids of `symbols` as an int64 array (0.6.x returns a torch LongTensor). # [len(symbols)]"""
@@ -626,18 +645,23 @@ class TransfoXLCorpus:
     ) -> TransfoXLCorpus:
         """Load a pre-processed corpus: shortcut name (``transfo-xl-wt103``) or a directory holding the
         vocabulary and ``corpus.npz`` (ours) or ``corpus.bin`` (0.6.x, read with the restricted loader)."""
-        from jaxformers.file_utils import cached_path
+        import dataclasses
 
+        from jaxformers.file_utils import HubOptions, cached_path, hub_repo_for, hub_url
+
+        hub = HubOptions.pop_from(kwargs, cache_dir)  # revision=, token=, local_files_only=, force_download=
         name = os.fspath(pretrained_model_name_or_path)
-        vocab = TransfoXLTokenizer.from_pretrained(name, cache_dir, *inputs, **kwargs)
+        vocab = TransfoXLTokenizer.from_pretrained(name, hub.cache_dir, *inputs, **hub.download_kwargs(), **kwargs)
         if name in PRETRAINED_CORPUS_ARCHIVE_MAP:
             location = PRETRAINED_CORPUS_ARCHIVE_MAP[name]
         elif os.path.isdir(name):
             location = _first_existing(name, (CORPUS_NPZ_NAME, CORPUS_NAME), "Transformer-XL corpus")
+        elif (repo := hub_repo_for(name)) is not None:
+            location = hub_url(repo, CORPUS_NAME, hub.revision)
         else:
             raise FileNotFoundError(f"corpus {name!r} is neither a shortcut name "
                                     f"({', '.join(PRETRAINED_CORPUS_ARCHIVE_MAP)}) nor a directory")
-        resolved = cached_path(location, cache_dir=cache_dir)
+        resolved = cached_path(location, **dataclasses.asdict(hub))
         logger.info("loading Transformer-XL corpus from %s", resolved)
         corpus = cls(*inputs, **kwargs)
         state = _read_corpus_npz(resolved) if _is_npz(resolved) else load_pickled_data(resolved)
