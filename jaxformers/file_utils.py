@@ -122,6 +122,10 @@ class HubOptions:
         kwargs.pop("resume_download", None)  # transformers' old flag; huggingface_hub always resumes
         return cls(**fields)
 
+    def download_kwargs(self) -> dict[str, Any]:
+        """Every option but cache_dir, as keyword arguments for another from_pretrained."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "cache_dir"}
+
     @property
     def cache_root(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
@@ -217,12 +221,12 @@ def _verify_fresh_blob(path: str, url: str, started: float) -> None:
     else:
         return
     if digest != name:
-        for stale in (path, blob):
+        received = os.path.getsize(blob)
+        for stale in (path, blob):  # the snapshot link, then the blob: nothing of it stays cached
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
-        raise OSError(f"could not download {url}: the {os.path.getsize(path) if os.path.exists(path) else 'received'}"
-                      f" content does not match its ETag {name} (truncated or corrupted); nothing was cached, "
-                      f"try again")
+        raise OSError(f"could not download {url}: the {received} bytes received do not hash to the ETag {name} "
+                      f"(truncated or corrupted in transit); nothing was cached, try again")
 
 
 def _file_digest(path: str, hasher: Any) -> str:
