@@ -17,10 +17,11 @@ saves never interleave; no lock file is left behind):
 4. Move each staged file over its final name (``rename(2)``), delete the stale files, delete ``journal.json``,
    remove ``D/.jaxformers-commit``.
 
-Recovery, run by the next save and by every jaxformers load: a ``.jaxformers-staging`` directory (killed before
-the commit point) is deleted, so ``D`` holds exactly the old save; a ``.jaxformers-commit`` directory with a
-journal (killed after it) is rolled forward by repeating step 4, which is idempotent, so ``D`` holds exactly the
-new save; one without a journal (killed while removing it) is deleted.
+Recovery, run by the next save and by every jaxformers load (holding the lock, so no save is running): a
+``.jaxformers-staging`` directory (killed before the commit point) is deleted, so ``D`` holds exactly the old
+save; a ``.jaxformers-commit`` directory with a journal (killed after it) is rolled forward by repeating step 4,
+which is idempotent, so ``D`` holds exactly the new save; one without a journal (killed while removing it) is
+deleted.
 
 The guarantee, precisely: whenever a kill happens, every later jaxformers load of ``D`` sees the complete old
 save or the complete new save, never a mix, because loads take a shared lock on ``D`` (waiting for a running
@@ -208,14 +209,18 @@ def consistent_reads(directory: str | os.PathLike) -> Iterator[None]:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
-        while (directory / COMMIT_DIR).exists():
-            # Upgrading is not atomic: another process may finish the save first; recover() then finds nothing.
+        # Holding the lock, no save is running: what a save left behind belongs to a killed one.
+        while any((directory / name).exists() for name in INTERNAL_NAMES):
+            # Upgrading is not atomic: another process may recover first; recover() then finds nothing.
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 recover(directory)
             except PermissionError as error:
-                raise OSError(f"{str(directory)!r} holds a save that was interrupted while switching files; "
-                              f"load it once with write access to finish it ({error})") from error
+                if (directory / COMMIT_DIR).exists():
+                    raise OSError(f"{str(directory)!r} holds a save that was interrupted while switching files; "
+                                  f"load it once with write access to finish it ({error})") from error
+                fcntl.flock(fd, fcntl.LOCK_SH)  # only a discarded staging directory: harmless to read past
+                break
             fcntl.flock(fd, fcntl.LOCK_SH)
         yield
     finally:
