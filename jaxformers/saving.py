@@ -226,12 +226,12 @@ def save_model(model: "PreTrainedModel", directory, *, pytorch: bool = False, sa
     step; weight files of an earlier save that this one does not rewrite are removed in the same switch."""
     from flax import serialization
 
-    from .modeling_utils import per_layer_params, unflatten_keys
+    from .modeling_utils import jaxformers_msgpack_tree, per_layer_params
 
     ours = {key: np.asarray(value) for key, value in per_layer_params(model).items()}
     files: dict[str, Any] = {
         CONFIG_NAME: _bytes_writer((json.dumps(hf_config_dict(model), indent=2, sort_keys=True) + "\n").encode()),
-        FLAX_WEIGHTS_NAME: _bytes_writer(serialization.msgpack_serialize(unflatten_keys(ours))),
+        FLAX_WEIGHTS_NAME: _bytes_writer(serialization.msgpack_serialize(jaxformers_msgpack_tree(ours))),
     }
     if safetensors or max_shard_size is not None:
         files.update(safetensors_files(hf_state_dict(model), max_shard_size))

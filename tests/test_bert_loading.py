@@ -209,7 +209,7 @@ def test_atomic_save_keeps_previous_files_on_failure(tmp_path, monkeypatch):
 
 def test_shortcut_name_downloads_once_then_uses_cache(tmp_path, monkeypatch):
     reference = reference_pretraining(6)
-    repo = tmp_path / "hub" / "bert-base-uncased"
+    repo = tmp_path / "hub" / "google-bert" / "bert-base-uncased"  # where the shortcut's files live today
     repo.mkdir(parents=True)
     # Today's hub layout: config.json + model.safetensors (no bert. prefix on a base model upload)
     model = jxb.BertModel(jxb.BertConfig(VOCAB, **TINY))
@@ -220,8 +220,8 @@ def test_shortcut_name_downloads_once_then_uses_cache(tmp_path, monkeypatch):
     with LocalHub(tmp_path / "hub") as hub:
         monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         loaded = jxb.BertForMaskedLM.from_pretrained("bert-base-uncased", cache_dir=cache)
-        assert hub.requests == ["/bert-base-uncased/resolve/main/config.json",
-                                "/bert-base-uncased/resolve/main/model.safetensors"]
+        assert hub.requests == ["/google-bert/bert-base-uncased/resolve/main/config.json",
+                                "/google-bert/bert-base-uncased/resolve/main/model.safetensors"]
     np.testing.assert_array_equal(loaded.bert.pooler.dense.weight[...], model.pooler.dense.weight[...])
     # server gone: the cache answers
     again = jxb.BertModel.from_pretrained("bert-base-uncased", cache_dir=cache)
@@ -234,10 +234,10 @@ def test_offline_with_empty_cache_says_what_to_put_where(tmp_path, monkeypatch):
     with pytest.raises(OSError) as error:
         jxb.BertModel.from_pretrained("bert-base-cased", cache_dir=tmp_path / "empty")
     message = str(error.value)
-    assert "https://huggingface.co/bert-base-cased/resolve/main/config.json" in message
+    assert "http://127.0.0.1:9/google-bert/bert-base-cased/resolve/main/config.json" in message
     assert str(tmp_path / "empty") in message
     monkeypatch.delenv("JAXFORMERS_OFFLINE")
-    with pytest.raises(OSError, match="could not download"):  # the conftest endpoint refuses connections
+    with pytest.raises(OSError, match="could not be reached"):  # the conftest endpoint refuses connections
         jxb.BertModel.from_pretrained("bert-base-cased", cache_dir=tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="neither a directory.*known shortcut names: bert-base-cased"):
         jxb.BertModel.from_pretrained(tmp_path / "no-such-dir")
@@ -253,8 +253,16 @@ def test_download_cache_environment_order(tmp_path, monkeypatch):
     assert file_utils.default_cache_dir() == tmp_path / "ours"
     monkeypatch.delenv("JAXFORMERS_CACHE")
     monkeypatch.delenv("PYTORCH_PRETRAINED_BERT_CACHE")
+    # then Hugging Face's own cache, so what transformers downloaded is reused
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    assert file_utils.default_cache_dir() == tmp_path / "hf-hub"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    assert file_utils.default_cache_dir() == tmp_path / "hf-home" / "hub"
+    monkeypatch.delenv("HF_HOME")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert file_utils.default_cache_dir() == tmp_path / "home" / ".cache" / "jaxformers"
+    assert file_utils.default_cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
 
 
 # --------------------------------------------------------------------------------------------- TensorFlow

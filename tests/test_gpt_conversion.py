@@ -178,7 +178,7 @@ def test_gpt2_tf_checkpoint_loads_like_the_reference_and_converts(tmp_path):
 
 def test_conversion_script_runs_as_a_program(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "conversion" / "convert_openai_checkpoint.py"), "--help"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "--openai_checkpoint_folder_path" in result.stdout and "--pytorch" in result.stdout
 
@@ -223,7 +223,7 @@ def test_pytorch_export_is_accepted_strictly_by_the_reference(tmp_path, family):
 @pytest.mark.parametrize("shortcut", ["gpt2", "gpt2-medium", "openai-gpt"])
 def test_shortcut_names_download_from_the_hub(tmp_path, monkeypatch, shortcut):
     torch.manual_seed(4)
-    repo = tmp_path / "hub" / shortcut
+    repo = tmp_path / "hub" / "openai-community" / shortcut  # the shortcut's repository today
     repo.mkdir(parents=True)
     if shortcut.startswith("gpt2"):
         reference = ppg.GPT2LMHeadModel(ppg.GPT2Config(VOCAB, **GPT2_TINY)).eval()
@@ -237,7 +237,7 @@ def test_shortcut_names_download_from_the_hub(tmp_path, monkeypatch, shortcut):
     with LocalHub(tmp_path / "hub") as hub:
         monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         model, info = model_class.from_pretrained(shortcut, cache_dir=tmp_path / "cache", output_loading_info=True)
-    assert f"/{shortcut}/resolve/main/config.json" in hub.requests
+    assert f"/openai-community/{shortcut}/resolve/main/config.json" in hub.requests
     assert info["missing_keys"] == [] and info["unexpected_keys"] == []
     input_ids = ids(5, (2, 6))
     with torch.no_grad():

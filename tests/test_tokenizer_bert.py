@@ -373,7 +373,7 @@ def test_shortcut_maps():
     assert set(ref.PRETRAINED_VOCAB_ARCHIVE_MAP) <= set(bert.PRETRAINED_VOCAB_ARCHIVE_MAP)
     assert len(bert.PRETRAINED_VOCAB_ARCHIVE_MAP) == 13
     for name, url in bert.PRETRAINED_VOCAB_ARCHIVE_MAP.items():
-        assert url == f"https://huggingface.co/{name}/resolve/main/vocab.txt"
+        assert url == f"https://huggingface.co/google-bert/{name}/resolve/main/vocab.txt"
         assert bert.PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name] == 512
 
 
@@ -405,8 +405,8 @@ def local_hub(tmp_path, monkeypatch, cased_vocab_file):
     """An HTTP server on 127.0.0.1 laid out like the hub, with the shortcut endpoint pointed at it."""
     root = tmp_path / "hub"
     for name, vocab in (("bert-base-uncased", UNCASED_VOCAB), ("bert-base-cased", cased_vocab_file)):
-        (root / name).mkdir(parents=True)
-        (root / name / "vocab.txt").write_bytes(Path(vocab).read_bytes())
+        (root / "google-bert" / name).mkdir(parents=True)  # where the shortcut's files live today
+        (root / "google-bert" / name / "vocab.txt").write_bytes(Path(vocab).read_bytes())
     with LocalHub(root) as hub:
         monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
         yield tmp_path / "cache"

@@ -145,7 +145,7 @@ def test_every_byte_and_surrogates_like_tiktoken(ours):
         assert ours.encode(text) == tiktoken_gpt2().encode_ordinary(text)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=st.text(max_size=120))
 def test_property_any_unicode_text(ours, text):
     ids = ours.encode(text)
@@ -157,7 +157,7 @@ def test_property_any_unicode_text(ours, text):
 _TRICKY = list("'sdtrevmlSDTREVML aZé日9٣²._-!\t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000\u200b😀\u0301")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=st.text(alphabet=st.sampled_from(_TRICKY), max_size=60))
 def test_property_pretokenizer_boundaries(ours, text):
     ids = ours.encode(text)
@@ -361,7 +361,7 @@ def hub_server(tmp_path, monkeypatch):
     """A stand-in for the model hub on 127.0.0.1 serving <name>/resolve/main/{vocab.json,merges.txt}."""
     root = tmp_path / "hub"
     for name in ("gpt2", "gpt2-medium"):
-        folder = root / name
+        folder = root / "openai-community" / name  # where the shortcut's files live today
         folder.mkdir(parents=True)
         shutil.copy(VOCAB_FILE, folder / "vocab.json")
         shutil.copy(MERGES_FILE, folder / "merges.txt")

@@ -311,7 +311,7 @@ def test_save_and_reload_round_trip(files, no_spacy, tmp_path):
 
 
 def test_from_pretrained_shortcut_downloads_and_caps_max_len(files, no_spacy, tmp_path, monkeypatch):
-    folder = tmp_path / "hub" / "openai-gpt"
+    folder = tmp_path / "hub" / "openai-community" / "openai-gpt"  # the shortcut's repository today
     folder.mkdir(parents=True)
     vocab_text, merges_text = _learned_files()
     (folder / "vocab.json").write_text(vocab_text, encoding="utf-8")

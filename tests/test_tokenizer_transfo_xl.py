@@ -631,7 +631,7 @@ def test_codecs_encode_only_for_latin1(tmp_path):
 def test_shortcut_name_downloads_from_hub(text_dir, tmp_path, monkeypatch):
     theirs = ref.TransfoXLCorpus(special=["<eos>"])
     theirs.build_corpus(str(text_dir), "wt103")
-    hosted = tmp_path / "hub" / "transfo-xl-wt103"
+    hosted = tmp_path / "hub" / "transfo-xl" / "transfo-xl-wt103"  # the shortcut's repository today
     hosted.mkdir(parents=True)
     torch.save(theirs.vocab.__dict__, hosted / "vocab.bin", _use_new_zipfile_serialization=False)
     torch.save({k: v for k, v in theirs.__dict__.items() if k != "vocab"}, hosted / "corpus.bin",
