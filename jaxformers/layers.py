@@ -25,6 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .sharding_rules import constrain_features
+from .attention import fused_attention, record_kernel
+
 Array = jax.Array
 DType = jnp.dtype | type | None
 
@@ -49,10 +52,18 @@ def abstract_init() -> Iterator[None]:
         _ABSTRACT_INIT.reset(token)
 
 
-def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rngs: nnx.Rngs | None = None,
-              **metadata: Any) -> nnx.Param:
+def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rngs: nnx.Rngs | None = None, *,
+              axes: Sequence[str | None], **metadata: Any) -> nnx.Param:
     """A parameter initialised by ``init`` = ``("normal", std)`` | ``("uniform", limit)`` | ``("constant", value)``,
-    which is also recorded as metadata so a missing parameter can be materialised later without the module."""
+    which is also recorded as metadata so a missing parameter can be materialised later without the module.
+
+    ``axes`` names each dimension logically (``("embed", "heads")``...); ``jaxformers.sharding_rules`` maps the
+    names onto the device mesh. They are stored as nnx's ``out_sharding`` metadata (so ``nnx.get_partition_spec``
+    shows them) with eager sharding off: the layout is applied by the train state, not at construction.
+    """
+    axes = tuple(axes)
+    if len(axes) != len(shape):
+        raise ValueError(f"new_param: {len(axes)} logical axes {axes} for a parameter of shape {tuple(shape)}")
     if _ABSTRACT_INIT.get():
         value = jax.ShapeDtypeStruct(shape, dtype)
     else:
@@ -63,7 +74,7 @@ def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rng
             value = jax.random.uniform(rngs.params(), shape, dtype, -scale, scale)
         else:
             value = jnp.full(shape, scale, dtype)
-    return nnx.Param(value, init=init, **metadata)
+    return nnx.Param(value, init=init, out_sharding=axes, eager_sharding=False, **metadata)
 
 
 def stack_modules(modules: Sequence[nnx.Module]) -> nnx.Module:
@@ -75,14 +86,21 @@ def stack_modules(modules: Sequence[nnx.Module]) -> nnx.Module:
         return jnp.stack(leaves)
 
     graphdef, *_ = nnx.split(modules[0])
-    return nnx.merge(graphdef, jax.tree.map(stack, *(nnx.state(module) for module in modules)))
+    stacked = nnx.merge(graphdef, jax.tree.map(stack, *(nnx.state(module) for module in modules)))
+    for _, param in nnx.to_flat_state(nnx.state(stacked, nnx.Param)):
+        axes = param.get_metadata("out_sharding", None)
+        if axes is not None:  # the new leading dimension is the layer index
+            param.set_metadata("out_sharding", ("layers", *axes))
+    return stacked
 
 
 class Linear(nnx.Module):
     """``y = x @ weight + bias`` with ``weight: [in, out]``.
 
-    ``torch_layout="transpose"`` marks an nn.Linear (PyTorch stores ``[out, in]``); ``None`` marks GPT's Conv1D,
-    whose PyTorch weight is already ``[in, out]``.
+    ``axes`` are the logical names of ``[in, out]`` (``("embed", "heads")`` for a column-split Q projection,
+    ``("heads", "embed")`` for the row-split output); the bias takes the output's. ``torch_layout="transpose"``
+    marks an nn.Linear (PyTorch stores ``[out, in]``); ``None`` marks GPT's Conv1D, already ``[in, out]``.
+    ``init`` overrides the default ``("normal", init_std)``.
     """
 
     def __init__(
@@ -91,15 +109,19 @@ class Linear(nnx.Module):
         out_features: int,
         *,
         rngs: nnx.Rngs,
+        axes: tuple[str | None, str | None],
         init_std: float = 0.02,
+        init: tuple[str, float] | None = None,
         use_bias: bool = True,
         torch_layout: str | None = "transpose",
         dtype: DType = None,
         param_dtype: DType = jnp.float32,
     ):
         metadata = {"torch_layout": torch_layout} if torch_layout else {}
-        self.weight = new_param((in_features, out_features), param_dtype, ("normal", init_std), rngs, **metadata)
-        self.bias = new_param((out_features,), param_dtype, ("constant", 0.0)) if use_bias else None
+        self.weight = new_param((in_features, out_features), param_dtype, init or ("normal", init_std), rngs,
+                                axes=axes, **metadata)
+        self.bias = new_param((out_features,), param_dtype, ("constant", 0.0), axes=axes[1:]) if use_bias else None
+        self.out_axis = axes[1]
         self.dtype = dtype
 
     def __call__(self, x: Array) -> Array:
@@ -108,11 +130,16 @@ class Linear(nnx.Module):
         y = jnp.dot(x.astype(dtype), weight.astype(dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(dtype)
-        return y
+        # Column-split outputs stay split over "model" for the row-split layer that consumes them.
+        return constrain_features(y, self.out_axis)
 
 
 class Embedding(nnx.Module):
-    """Lookup table ``weight: [num_embeddings, features]``; also the tied output projection (``attend``)."""
+    """Lookup table ``weight: [num_embeddings, features]``; also the tied output projection (``attend``).
+
+    ``axes``: logical names of ``[rows, features]``: ``("vocab", "embed")`` for tokens (vocab-split over
+    ``model``), ``("position", "embed")`` or ``("type_vocab", "embed")`` for the small tables.
+    """
 
     def __init__(
         self,
@@ -120,11 +147,15 @@ class Embedding(nnx.Module):
         features: int,
         *,
         rngs: nnx.Rngs,
+        axes: tuple[str | None, str | None] = ("vocab", "embed"),
         init_std: float = 0.02,
+        init: tuple[str, float] | None = None,
         dtype: DType = None,
         param_dtype: DType = jnp.float32,
     ):
-        self.weight = new_param((num_embeddings, features), param_dtype, ("normal", init_std), rngs)
+        self.weight = new_param((num_embeddings, features), param_dtype, init or ("normal", init_std), rngs,
+                                axes=axes)
+        self.row_axis = axes[0]
         self.dtype = dtype
 
     def __call__(self, ids: Array) -> Array:
@@ -133,21 +164,22 @@ class Embedding(nnx.Module):
         if self.dtype is not None:
             table = table.astype(self.dtype)
         # Under jit the range cannot be checked; an out-of-range id yields NaN rather than a clamped row.
-        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+        return take_rows(table, ids)
 
     def attend(self, x: Array) -> Array:
-        """Logits against every row: ``x @ weight.T`` (the tied LM decoder)."""
+        """Logits against every row: ``x @ weight.T`` (the tied LM decoder), split over rows like the table."""
         table = self.weight[...]
         dtype = self.dtype or jnp.result_type(x, table)
-        return jnp.dot(x.astype(dtype), table.astype(dtype).T)
+        return constrain_features(jnp.dot(x.astype(dtype), table.astype(dtype).T), self.row_axis)
 
 
 class LayerNorm(nnx.Module):
     """LayerNorm with statistics in float32 whatever the compute dtype (bf16 variance is too coarse)."""
 
-    def __init__(self, features: int, *, eps: float = 1e-12, dtype: DType = None, param_dtype: DType = jnp.float32):
-        self.weight = new_param((features,), param_dtype, ("constant", 1.0))
-        self.bias = new_param((features,), param_dtype, ("constant", 0.0))
+    def __init__(self, features: int, *, eps: float = 1e-12, dtype: DType = None, param_dtype: DType = jnp.float32,
+                 axis: str = "embed"):
+        self.weight = new_param((features,), param_dtype, ("constant", 1.0), axes=(axis,))
+        self.bias = new_param((features,), param_dtype, ("constant", 0.0), axes=(axis,))
         self.eps = eps
         self.dtype = dtype
 
@@ -162,26 +194,38 @@ class LayerNorm(nnx.Module):
 
 
 class ModuleFactory:
-    """Construction-time settings shared by a model's submodules: config, RNG, dtypes, init scale, norm size.
+    """Construction-time settings shared by a model's submodules: config, RNG, dtypes, initializer, norm size.
 
-    Held by a model only while it is being built (models delete it afterwards), so no RNG state stays in the graph.
+    Every parameter of every model is made here (or by the layers it builds), so each one records its PyTorch
+    layout, its initializer and its logical axis names. ``init`` is the default initializer of weights
+    (``("normal", init_std)`` unless given). Held by a model only while it is being built (models delete it
+    afterwards), so no RNG state stays in the graph.
     """
 
     def __init__(self, config: Any, rngs: nnx.Rngs, dtype: DType, param_dtype: DType, *, features: int,
-                 layer_norm_eps: float, init_std: float):
+                 layer_norm_eps: float, init_std: float, init: tuple[str, float] | None = None):
         self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
         self.features, self.layer_norm_eps, self.init_std = features, layer_norm_eps, init_std
+        self.init = init or ("normal", init_std)
 
-    def linear(self, in_features: int, out_features: int, *, torch_layout: str | None = "transpose") -> Linear:
-        return Linear(in_features, out_features, rngs=self.rngs, init_std=self.init_std, torch_layout=torch_layout,
-                      dtype=self.dtype, param_dtype=self.param_dtype)
+    def linear(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
+               torch_layout: str | None = "transpose", use_bias: bool = True) -> Linear:
+        return Linear(in_features, out_features, rngs=self.rngs, axes=axes, init=self.init, use_bias=use_bias,
+                      torch_layout=torch_layout, dtype=self.dtype, param_dtype=self.param_dtype)
 
-    def embedding(self, rows: int) -> Embedding:
-        return Embedding(rows, self.features, rngs=self.rngs, init_std=self.init_std, dtype=self.dtype,
-                         param_dtype=self.param_dtype)
+    def embedding(self, rows: int, *, axes: tuple[str | None, str | None] = ("vocab", "embed"),
+                  features: int | None = None) -> Embedding:
+        return Embedding(rows, features or self.features, rngs=self.rngs, axes=axes, init=self.init,
+                         dtype=self.dtype, param_dtype=self.param_dtype)
 
     def layer_norm(self) -> LayerNorm:
         return LayerNorm(self.features, eps=self.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def param(self, shape: tuple[int, ...], *, axes: Sequence[str | None], init: tuple[str, float] | None = None,
+              **metadata: Any) -> nnx.Param:
+        """A bare parameter (biases, projections, relative-position biases): the default weight initializer
+        unless ``init`` is given (``("constant", 0.0)`` for a bias)."""
+        return new_param(shape, self.param_dtype, init or self.init, self.rngs, axes=axes, **metadata)
 
 
 def gelu_erf(x: Array) -> Array:
@@ -193,14 +237,37 @@ def gelu_tanh(x: Array) -> Array:
     return 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
+def _laplace(x: Array) -> Array:
+    # The Laplace-CDF gate of MEGA (Ma et al., 2022): mu = sqrt(1/2), sigma = sqrt(1/(4 pi)).
+    return 0.5 * (1.0 + jax.lax.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0))))
+
+
+# Names as Hugging Face configs spell them (hidden_act, activation_function), every parameter-free one; the four
+# tanh spellings are one function. prelu and xielu have learned parameters and are not here (so refused).
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": gelu_erf,
+    "gelu_python": gelu_erf,
+    "gelu_10": lambda x: jnp.clip(gelu_erf(x), -10.0, 10.0),
     "gelu_new": gelu_tanh,
     "gelu_tanh": gelu_tanh,
+    "gelu_fast": gelu_tanh,
+    "gelu_accurate": gelu_tanh,
+    "gelu_pytorch_tanh": gelu_tanh,
+    "gelu_python_tanh": gelu_tanh,
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
     "relu": jax.nn.relu,
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "relu6": jax.nn.relu6,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
     "swish": jax.nn.silu,
     "silu": jax.nn.silu,
+    "hardswish": jax.nn.hard_swish,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "sqrtsoftplus": lambda x: jnp.sqrt(jax.nn.softplus(x)),
+    "laplace": _laplace,
+    "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
+    "linear": lambda x: x,
 }
 
 
@@ -213,11 +280,44 @@ def activation(name: str | Callable) -> Callable[[Array], Array]:
 
 
 def dropout(x: Array, rate: float, rng: Array | None) -> Array:
-    """Inverted dropout; identity when ``rng`` is None (evaluation) or ``rate == 0``."""
+    """Inverted dropout; identity when ``rng`` is None (evaluation) or ``rate == 0``.
+
+    The mask is drawn per element from the element's coordinates (:func:`positional_keep_mask`), so padding a
+    batch to another sequence length leaves the mask of every real token unchanged: length bucketing trains the
+    same weights as padding to the maximum length.
+    """
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    keep = positional_keep_mask(rng, x.shape, 1.0 - rate)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+_COORD_BITS = 16  # the last two axes (sequence, features or query, key) each up to 2**16 long
+
+
+def positional_keep_mask(rng: Array, shape: tuple[int, ...], keep_prob: float) -> Array:
+    """Bernoulli(keep_prob) mask whose value at each element depends only on ``rng`` and that element's
+    coordinates, not on ``shape``: the last two coordinates (where the sequence axis always is: ``[batch, seq,
+    hidden]``, ``[batch, heads, q, kv]``) are packed into one 32-bit counter word and the leading ones (batch,
+    heads, whose sizes do not change with padding) into the other, and the pair is hashed with threefry.
+    Falls back to ``jax.random.bernoulli`` for axes longer than 2**16."""
+    if len(shape) < 2:
+        return positional_keep_mask(rng, (1, *shape), keep_prob).reshape(shape)
+    if shape[-1] > 1 << _COORD_BITS or shape[-2] > 1 << _COORD_BITS:
+        return jax.random.bernoulli(rng, keep_prob, shape)
+    from jax.extend.random import threefry_2x32
+
+    if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        rng = jax.random.key_data(rng)
+    rows = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 2)
+    cols = jax.lax.broadcasted_iota(jnp.uint32, shape, len(shape) - 1)
+    low = (rows << _COORD_BITS) | cols
+    lead = shape[:-2]
+    high = jnp.broadcast_to(jnp.arange(int(np.prod(lead)), dtype=jnp.uint32).reshape(*lead, 1, 1), shape)
+    # threefry_2x32 hashes pairs (first half, second half) of its counter: here (high[i], low[i]) for element i.
+    bits = threefry_2x32(rng, jnp.concatenate([high.ravel(), low.ravel()]))[: low.size]
+    threshold = min(int(round(keep_prob * 2.0**32)), 2**32 - 1)
+    return (bits < jnp.uint32(threshold)).reshape(shape)
 
 
 def fold_rng(rng: Array | None, *indices: int) -> Array | None:
@@ -256,18 +356,20 @@ def attention(
     head_mask: ``[heads]`` multipliers applied to the attention probabilities (1 keeps a head, 0 removes it).
     Returns ``(context [batch, q_len, heads, head_dim], probs [batch, heads, q_len, kv_len] or None)``.
 
-    Without dropout or returned probabilities this calls ``jax.nn.dot_product_attention`` (cuDNN's fused kernel
-    on GPU). A head mask scales whole heads, so it commutes with the value product and is applied to the output.
+    Without dropout or returned probabilities this calls the platform's fused kernel
+    (``attention.fused_attention``). A head mask scales whole heads, so it commutes with the value product and is applied to the output.
     """
     use_dropout = dropout_rng is not None and dropout_rate > 0.0
     per_head = None if head_mask is None else head_mask.astype(query.dtype)[:, None]  # [heads, 1]
     # XLA:CPU has no fp16 kernel for the fused op; the explicit path below runs there.
     fused_unsupported = query.dtype == jnp.float16 and jax.default_backend() == "cpu"
     if not (use_dropout or return_probs or fused_unsupported):
-        context = jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype))
+        # The platform's fused kernel (Pallas flash on TPU, cuDNN on GPU, XLA elsewhere): see jaxformers/attention.py.
+        context = fused_attention(query, key, value, bias)
         if per_head is not None:
             context = context * per_head
         return context, None
+    record_kernel("xla-softmax (attention dropout)" if use_dropout else "xla-softmax (attention probabilities)")
 
     scale = 1.0 / math.sqrt(query.shape[-1])
     scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32) * scale
@@ -309,6 +411,17 @@ def cross_entropy(logits: Array, labels: Array, ignore_index: int | None = -100)
     safe_labels = jnp.where(valid, labels, 0)
     picked = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
     return -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.sum(valid)
+
+
+def take_rows(table: Array, ids: Array) -> Array:
+    """``table[ids]`` (``[*ids.shape, features]``) with NaN rows for ids outside ``[0, rows)``, negative included.
+
+    Under jit the range cannot be checked (eagerly, check_ids_in_range raises first). ``jnp.take`` alone would
+    read a negative id from the end of the table, as numpy indexing does: negatives are sent past the end.
+    """
+    ids = jnp.asarray(ids)
+    ids = jnp.where(ids < 0, table.shape[0], ids)
+    return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
 
 
 def check_ids_in_range(ids: Array, size: int, what: str) -> None:

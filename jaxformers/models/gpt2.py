@@ -25,6 +25,7 @@ Static KV cache for compiled decoding (``GPT2LMHeadModel``)::
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, ClassVar, NamedTuple, Sequence
 
@@ -144,6 +145,26 @@ class GPTAttention(nnx.Module):
         self.c_proj = options.conv1d(config.n_embd, config.n_embd, axes=("heads", "embed"))
         self.attn_dropout_rate = config.attn_pdrop
         self.resid_dropout_rate = config.resid_pdrop
+        # Hugging Face GPT-2 options (OpenAI GPT's config has none of them: its defaults are these).
+        self.scale_attn_weights = bool(getattr(config, "scale_attn_weights", True))
+        self.scale_by_inverse_layer = bool(getattr(config, "scale_attn_by_inverse_layer_idx", False))
+        self.upcast = bool(getattr(config, "reorder_and_upcast_attn", False))
+
+    def _attend(self, query: Array, key: Array, value: Array, layer: Array | int, **options: Any):
+        """``attention`` with GPT-2's logit scale: ``attention`` divides by sqrt(head_dim); without
+        ``scale_attn_weights`` that is undone, and ``scale_attn_by_inverse_layer_idx`` also divides by
+        ``layer + 1`` (0-based). Scaling the query scales the logits the same way and leaves cached keys as they
+        are. ``reorder_and_upcast_attn`` computes in float32 (the same numbers when the model is float32)."""
+        dtype = query.dtype
+        factor = 1.0 if self.scale_attn_weights else math.sqrt(query.shape[-1])
+        if self.upcast:
+            query, key, value = (x.astype(jnp.float32) for x in (query, key, value))
+        if self.scale_by_inverse_layer:
+            query = query * (factor / (jnp.asarray(layer, jnp.float32) + 1.0)).astype(query.dtype)
+        elif factor != 1.0:
+            query = query * jnp.asarray(factor, query.dtype)
+        context, probs = attention(query, key, value, **options)
+        return context.astype(dtype), (None if probs is None else probs.astype(dtype))
 
     def _project(self, hidden: Array) -> tuple[Array, Array, Array]:
         query, key, value = jnp.split(self.c_attn(hidden), 3, axis=-1)
@@ -154,15 +175,16 @@ class GPTAttention(nnx.Module):
         return dropout(self.c_proj(merge_heads(context)), self.resid_dropout_rate, rng)
 
     def __call__(self, hidden: Array, *, bias: Array, head_mask: Array | None, rng: Array | None,
-                 output_attentions: bool, layer_past: tuple[Array, Array] | None):
-        """Returns ``(output [batch, seq, hidden], (keys, values) [batch, kv_len, heads, head_dim], probs)``."""
+                 output_attentions: bool, layer_past: tuple[Array, Array] | None, layer: Array | int = 0):
+        """Returns ``(output [batch, seq, hidden], (keys, values) [batch, kv_len, heads, head_dim], probs)``;
+        ``layer`` is this block's 0-based index (a traced scalar under scan)."""
         query, key, value = self._project(hidden)
         if layer_past is not None:
             past_key, past_value = layer_past
             key = jnp.concatenate([past_key.astype(key.dtype), key], axis=1)
             value = jnp.concatenate([past_value.astype(value.dtype), value], axis=1)
-        context, probs = attention(
-            query, key, value, bias=bias, head_mask=head_mask, dropout_rate=self.attn_dropout_rate,
+        context, probs = self._attend(
+            query, key, value, layer, bias=bias, head_mask=head_mask, dropout_rate=self.attn_dropout_rate,
             dropout_rng=fold_rng(rng, 0), return_probs=output_attentions,
         )
         return self._output(context, fold_rng(rng, 1)), (key, value), probs
@@ -177,7 +199,8 @@ class GPTAttention(nnx.Module):
         value_cache = jax.lax.dynamic_update_slice(value_cache, value[None].astype(value_cache.dtype), start)
         layer_keys = jax.lax.dynamic_index_in_dim(key_cache, layer, axis=0, keepdims=False)
         layer_values = jax.lax.dynamic_index_in_dim(value_cache, layer, axis=0, keepdims=False)
-        context, _ = attention(query, layer_keys.astype(query.dtype), layer_values.astype(query.dtype), bias=bias)
+        context, _ = self._attend(query, layer_keys.astype(query.dtype), layer_values.astype(query.dtype), layer,
+                                  bias=bias)
         return self._output(context, None), (key_cache, value_cache)
 
 
@@ -214,12 +237,14 @@ class GPTBlock(nnx.Module):
         return self.ln_2(normed + self.mlp(normed, mlp_rng)), extras
 
     def __call__(self, hidden: Array, *, bias: Array, head_mask: Array | None, rng: Array | None,
-                 output_attentions: bool = False, layer_past: tuple[Array, Array] | None = None):
+                 output_attentions: bool = False, layer_past: tuple[Array, Array] | None = None,
+                 layer: Array | int = 0):
         """Returns ``(hidden [batch, seq, hidden], (keys, values), probs or None)``."""
 
         def attend(x):
             out, key_value, probs = self.attn(x, bias=bias, head_mask=head_mask, rng=fold_rng(rng, 0),
-                                              output_attentions=output_attentions, layer_past=layer_past)
+                                              output_attentions=output_attentions, layer_past=layer_past,
+                                              layer=layer)
             return out, (key_value, probs)
 
         hidden, (key_value, probs) = self._residuals(hidden, attend, fold_rng(rng, 1))
@@ -254,7 +279,7 @@ def run_blocks(blocks: nnx.Module, *, num_layers: int, scan: bool, remat: bool, 
     def run_layer(layer_state, hidden, layer_head_mask, layer_past, index):
         block = nnx.merge(graphdef, layer_state)
         return block(hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
-                     output_attentions=output_attentions, layer_past=layer_past)
+                     output_attentions=output_attentions, layer_past=layer_past, layer=index)
 
     if remat:
         run_layer = jax.checkpoint(run_layer, prevent_cse=not scan)
@@ -282,7 +307,7 @@ def run_blocks(blocks: nnx.Module, *, num_layers: int, scan: bool, remat: bool, 
         else:
             hidden, (key, value), probs = block(
                 hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
-                output_attentions=output_attentions, layer_past=layer_past,
+                output_attentions=output_attentions, layer_past=layer_past, layer=index,
             )
         keys.append(key)
         values.append(value)
@@ -435,6 +460,10 @@ class GPT2PreTrainedModel(GPTPreTrainedBase):
     pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
     legacy_config_names = ("hparams.json",)
     pre_layer_norm = True
+
+    @staticmethod
+    def _activation_name(config: GPT2Config) -> str:
+        return config.activation_function
 
     @classmethod
     def torch_keys_from_tf(cls, tf_arrays: dict[str, Any]) -> dict[str, np.ndarray]:
