@@ -599,7 +599,12 @@ def torch_gpt2_decode(devices: Devices, sizes: dict, prompt: np.ndarray, new_tok
 
 def _ratios(jax_seconds: float, torch_seconds: float) -> dict:
     ratio = jax_seconds / torch_seconds
-    return {"time_ratio": float(f"{ratio:.4g}"), "speedup": float(f"{1 / ratio:.4g}")}
+    return {"time_ratio": _figure(ratio), "speedup": _figure(1 / ratio)}
+
+
+def _figure(value: float) -> float:
+    """Four significant figures. Rounding to fixed decimals turned a slow tiny run's TFLOP/s into 0.0."""
+    return float(f"{value:.4g}")
 
 
 def train_scaling(devices: Devices, options: GpuOptions) -> dict:
@@ -621,8 +626,8 @@ def train_scaling(devices: Devices, options: GpuOptions) -> dict:
         ours = jax_bert_train(devices, "classification", sizes, batch, seq, options, False)
         flops = bert_flops(sizes, batch, seq, "classification", train=True)
         for side in (ours, theirs[batch, seq]):
-            side["tflops"] = round(flops / (side["ms_per_step"] / 1e3) / 1e12, 3)
-            side["tokens_per_s"] = round(batch * seq / (side["ms_per_step"] / 1e3), 1)
+            side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
+            side["tokens_per_s"] = _figure(batch * seq / (side["ms_per_step"] / 1e3))
         results[f"b{batch}_s{seq}"] = {"batch": batch, "seq": seq, "flops_per_step": flops, "jaxformers": ours,
                                        "torch": theirs[batch, seq],
                                        **_ratios(ours["ms_per_step"], theirs[batch, seq]["ms_per_step"])}
@@ -650,8 +655,8 @@ def run_gpu_workload(name: str, options: GpuOptions) -> dict:
         # Every new token reads all weights once except the position table (one row); KV cache not counted.
         weight_bytes = (ours["params"] - 1024 * sizes["n_embd"]) * bytes_per_value
         for side in (ours, theirs):
-            side["tokens_per_s"] = round(new_tokens / (side["ms_per_call"] / 1e3), 1)
-            side["weight_read_GBps"] = round(weight_bytes * side["tokens_per_s"] / 1e9, 1)
+            side["tokens_per_s"] = _figure(new_tokens / (side["ms_per_call"] / 1e3))
+            side["weight_read_GBps"] = _figure(weight_bytes * side["tokens_per_s"] / 1e9)
         return {"config": {**sizes, "batch": 1, "prompt_tokens": prompt_len, "new_tokens": new_tokens,
                            "greedy": True},
                 "jaxformers": ours, "torch": theirs, **_ratios(ours["ms_per_call"], theirs["ms_per_call"])}
@@ -665,8 +670,8 @@ def run_gpu_workload(name: str, options: GpuOptions) -> dict:
         _release_torch_memory()
         ours = jax_bert_infer(devices, sizes, batch, seq, options)
         for side in (ours, theirs):
-            side["sequences_per_s"] = round(batch / (side["ms_per_step"] / 1e3), 1)
-            side["tflops"] = round(flops / (side["ms_per_step"] / 1e3) / 1e12, 3)
+            side["sequences_per_s"] = _figure(batch / (side["ms_per_step"] / 1e3))
+            side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
         return {"config": config, "flops_per_step": flops, "jaxformers": ours, "torch": theirs,
                 **_ratios(ours["ms_per_step"], theirs["ms_per_step"])}
 
@@ -685,7 +690,7 @@ def run_gpu_workload(name: str, options: GpuOptions) -> dict:
                 **_ratios(ours["first_step_s"], theirs["first_step_s"])}
     flops = bert_flops(sizes, batch, seq, head, train=True)
     for side in (ours, theirs):
-        side["tflops"] = round(flops / (side["ms_per_step"] / 1e3) / 1e12, 3)
+        side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
     return {"config": config, "flops_per_step": flops, "jaxformers": ours, "torch": theirs,
             **_ratios(ours["ms_per_step"], theirs["ms_per_step"])}
 

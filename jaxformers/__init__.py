@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from ._platform import default_jax_to_cpu_without_accelerator
+
+default_jax_to_cpu_without_accelerator()  # before anything touches a backend: no TPU probing on CPU machines
+
 from .file_utils import cached_path
 from .models.bert import (
     BertConfig,
@@ -60,8 +64,31 @@ from .tokenizers.transfo_xl import (
     TransfoXLTokenizer,
 )
 from .safe_pickle import UnsafePickleError
+from .auto import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForPreTraining,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+from .sentence_embeddings import SentenceEmbedder, mean_pooling, sentence_embeddings
 
 __all__ = [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForMaskedLM",
+    "AutoModelForMultipleChoice",
+    "AutoModelForPreTraining",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "AutoTokenizer",
     "BasicTokenizer",
     "BertAdam",
     "BertConfig",
@@ -94,6 +121,7 @@ __all__ = [
     "OpenAIGPTPreTrainedModel",
     "OpenAIGPTTokenizer",
     "SCHEDULES",
+    "SentenceEmbedder",
     "TransfoXLConfig",
     "TransfoXLCorpus",
     "TransfoXLLMHeadModel",
@@ -111,6 +139,8 @@ __all__ = [
     "filter_logits",
     "generate",
     "get_schedule",
+    "mean_pooling",
+    "sentence_embeddings",
     "top_k_filter",
     "top_p_filter",
     "weight_decay_mask",

@@ -9,6 +9,14 @@ import pytest
 jax.config.update("jax_default_matmul_precision", "highest")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+try:  # Property tests must not depend on machine load: no per-example deadline, no "too slow" health check.
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("jaxformers", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("jaxformers")
+except ImportError:  # hypothesis is a test extra; the tests that use it import it themselves
+    pass
+
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):

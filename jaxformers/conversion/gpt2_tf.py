@@ -1,17 +1,19 @@
 """Convert OpenAI's GPT-2 TensorFlow checkpoint to jaxformers (and optionally PyTorch) files.
 
-    jaxformers convert gpt2-tf --gpt2_checkpoint_path models/117M/model.ckpt \
-        --output_dir gpt2 [--gpt2_config_file config.json] [--pytorch]
+Example:
 
-The config comes from ``--gpt2_config_file``, else from the ``hparams.json`` released beside the checkpoint,
-else the 117M defaults (``GPT2Config()``). Needs tensorflow (``pip install 'jaxformers[tf]'``). The output
-directory gets ``config.json`` + ``flax_model.msgpack``, and with ``--pytorch`` also a ``pytorch_model.bin`` that
-pytorch-pretrained-bert's ``GPT2Model`` loads.
+    jaxformers convert gpt2-tf --gpt2_checkpoint_path models/117M/model.ckpt --output_dir gpt2 --pytorch
+
+The config comes from --config, else from the hparams.json released beside the checkpoint, else the 117M
+defaults. The output directory gets config.json + flax_model.msgpack (+ pytorch_model.bin with --pytorch, which
+pytorch-pretrained-bert's GPT2Model loads; + model.safetensors with --safetensors). Needs tensorflow
+(pip install 'jaxformers[tf]').
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +22,7 @@ from jaxformers.tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
 
 
 def convert_gpt2_checkpoint(checkpoint_path: str, config_file: str | None, output_dir: str,
-                            pytorch: bool = False) -> GPT2Model:
+                            pytorch: bool = False, safetensors: bool = False) -> GPT2Model:
     prefix = find_tf_checkpoint(checkpoint_path)
     hparams = Path(prefix).parent / "hparams.json"
     if config_file:
@@ -31,21 +33,39 @@ def convert_gpt2_checkpoint(checkpoint_path: str, config_file: str | None, outpu
         config = GPT2Config()
     model = GPT2Model(config)
     model.load_state_dict(GPT2Model.torch_keys_from_tf(read_tf_checkpoint(prefix)), strict=True, source=prefix)
-    model.save_pretrained(output_dir, pytorch=pytorch)
+    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
     return model
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpt2_checkpoint_path", required=True,
-                        help="checkpoint prefix (model.ckpt) or the folder holding it")
-    parser.add_argument("--output_dir", "--pytorch_dump_folder_path", dest="output_dir", required=True,
-                        help="where to write config.json and the weights")
-    parser.add_argument("--gpt2_config_file", default="", help="optional GPT2Config JSON file")
-    parser.add_argument("--pytorch", action="store_true", help="also write pytorch_model.bin")
-    args = parser.parse_args(argv)
-    convert_gpt2_checkpoint(args.gpt2_checkpoint_path, args.gpt2_config_file or None, args.output_dir, args.pytorch)
+SUMMARY = "OpenAI's GPT-2 TensorFlow checkpoint (model.ckpt, hparams.json)"
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import add_output_arguments
+
+    parser.add_argument("--gpt2_checkpoint_path", "--checkpoint", dest="gpt2_checkpoint_path", required=True,
+                        metavar="PATH", help="checkpoint prefix (.../model.ckpt) or the folder holding it")
+    add_output_arguments(parser, config_aliases=["--gpt2_config_file"],
+                         config_help="GPT2Config JSON file (default: hparams.json beside the checkpoint, else the "
+                                     "117M model's; 0.6.x name --gpt2_config_file)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from . import check_file, check_output_dir, check_tf_checkpoint
+
+    check_file(args.config or None, "config file")
+    check_output_dir(args.output_dir)
+    check_tf_checkpoint(args.gpt2_checkpoint_path)
+    convert_gpt2_checkpoint(args.gpt2_checkpoint_path, args.config or None, args.output_dir, args.pytorch,
+                            args.safetensors)
     print(f"saved to {args.output_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from . import script_main
+
+    script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -1,44 +1,67 @@
 """Convert OpenAI's original GPT checkpoint (numpy shards) to jaxformers (and optionally PyTorch) files.
 
-    jaxformers convert openai --openai_checkpoint_folder_path finetune-transformer-lm/model \
-        --output_dir openai-gpt [--openai_config_file config.json] [--pytorch]
+Example:
 
-The folder holds ``params_shapes.json`` and ``params_0.npy`` .. ``params_9.npy`` (``parameters_names.json`` is
-checked when present). Without a config file the released model's hyper-parameters (``OpenAIGPTConfig()``) are
-used. The output directory gets ``config.json`` + ``flax_model.msgpack``, and with ``--pytorch`` also a
-``pytorch_model.bin`` that pytorch-pretrained-bert's ``OpenAIGPTModel`` loads.
+    jaxformers convert openai --openai_checkpoint_folder_path finetune-transformer-lm/model --output_dir openai-gpt
+
+The folder holds params_shapes.json and params_0.npy .. params_9.npy (parameters_names.json is checked when
+present). Without --config the released model's hyper-parameters are used. The output directory gets
+config.json + flax_model.msgpack (+ pytorch_model.bin with --pytorch, which pytorch-pretrained-bert's
+OpenAIGPTModel loads; + model.safetensors with --safetensors).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Sequence
 
 from jaxformers.models.openai_gpt import OpenAIGPTConfig, OpenAIGPTModel
 
 
 def convert_openai_checkpoint(checkpoint_folder: str, config_file: str | None, output_dir: str,
-                              pytorch: bool = False) -> OpenAIGPTModel:
+                              pytorch: bool = False, safetensors: bool = False) -> OpenAIGPTModel:
     config = OpenAIGPTConfig(config_file) if config_file else OpenAIGPTConfig()
     model = OpenAIGPTModel(config)
     arrays = OpenAIGPTModel.torch_keys_from_openai_numpy(checkpoint_folder)
     model.load_state_dict(arrays, strict=True, source=checkpoint_folder)
-    model.save_pretrained(output_dir, pytorch=pytorch)
+    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
     return model
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--openai_checkpoint_folder_path", required=True,
-                        help="folder with params_shapes.json and params_{0..9}.npy")
-    parser.add_argument("--output_dir", "--pytorch_dump_folder_path", dest="output_dir", required=True,
-                        help="where to write config.json and the weights")
-    parser.add_argument("--openai_config_file", default="", help="optional OpenAIGPTConfig JSON file")
-    parser.add_argument("--pytorch", action="store_true", help="also write pytorch_model.bin")
-    args = parser.parse_args(argv)
-    convert_openai_checkpoint(args.openai_checkpoint_folder_path, args.openai_config_file or None, args.output_dir,
-                              args.pytorch)
+SUMMARY = "OpenAI's original GPT release (params_shapes.json + params_{0..9}.npy)"
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import add_output_arguments
+
+    parser.add_argument("--openai_checkpoint_folder_path", "--checkpoint", dest="openai_checkpoint_folder_path",
+                        required=True, metavar="DIR", help="folder with params_shapes.json and params_{0..9}.npy")
+    add_output_arguments(parser, config_aliases=["--openai_config_file"],
+                         config_help="OpenAIGPTConfig JSON file (default: the released model's hyper-parameters; "
+                                     "0.6.x name --openai_config_file)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from . import check_file, check_output_dir
+
+    folder = Path(args.openai_checkpoint_folder_path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist" if not folder.exists()
+                                else f"checkpoint folder {str(folder)!r} is not a directory")
+    check_file(str(folder / "params_shapes.json"), "checkpoint file")
+    check_file(args.config or None, "config file")
+    check_output_dir(args.output_dir)
+    convert_openai_checkpoint(str(folder), args.config or None, args.output_dir, args.pytorch, args.safetensors)
     print(f"saved to {args.output_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from . import script_main
+
+    script_main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
