@@ -1,9 +1,12 @@
 """Devices: the mesh, how parameters/optimizer state/batches are laid out on it, and multi-host start-up.
 
-One mesh axis, ``"data"``. Batches are split along their first dimension over it. Parameters are either
-replicated on every device (plain data parallelism) or, with ``fsdp``, each one is split along its largest axis
-that the device count divides (ZeRO-3 / FSDP style: XLA all-gathers the weights where they are used and
-reduce-scatters the gradients). Everything is expressed as ``NamedSharding`` annotations on one ``jax.jit``.
+The mesh has two axes, ``("data", "model")`` (:func:`make_mesh`). Batches are split along their first dimension
+over ``data``. Parameters are laid out by their logical axis names (recorded by the layers' parameter factory)
+through the rules table in ``jaxformers.sharding_rules``: Megatron-style tensor parallelism over ``model``
+(column-split Q/K/V and intermediate dense, row-split output projections, vocab-split embeddings), and with
+``fsdp`` each parameter is also split over ``data`` (ZeRO-3 / FSDP style: XLA all-gathers the weights where they
+are used and reduce-scatters the gradients). Everything is expressed as ``NamedSharding`` annotations on one
+``jax.jit``.
 """
 
 from __future__ import annotations
@@ -15,29 +18,43 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..sharding_rules import DATA_AXIS, MESH_AXES, MODEL_AXIS, Rules, param_rules, resolve_spec
 
 logger = logging.getLogger("jaxformers")
 
-DATA_AXIS = "data"
-# FSDP shards over the same axis as the data: every device holds 1/N of each (large enough) tensor.
+# FSDP shards over the same axis as the data: every data-parallel replica holds 1/N of each (large enough) tensor.
 FSDP_AXIS = DATA_AXIS
 
+__all__ = ["DATA_AXIS", "MODEL_AXIS", "FSDP_AXIS", "make_mesh", "tree_shardings", "partition_specs"]
 
-def make_mesh(num_devices: int | None = None, devices: list[Any] | None = None) -> Mesh:
-    """A 1-D mesh over ``num_devices`` devices (all of them, on every host, when None), axis ``"data"``."""
+
+def make_mesh(data: int | None = None, model: int = 1, *, devices: list[Any] | None = None) -> Mesh:
+    """A ``("data", "model")`` mesh of ``data x model`` devices (``data=None``: every device, on every host,
+    not used by ``model``). Neighbouring devices share a ``model`` group, whose all-reduces are the most frequent.
+
+    ``make_mesh(8)`` is 8-way data parallelism; ``make_mesh(4, 2)`` adds 2-way tensor parallelism.
+    """
     pool = list(devices) if devices is not None else jax.devices()
-    if num_devices is None:
-        num_devices = len(pool)
-    if not 1 <= num_devices <= len(pool):
-        raise ValueError(f"num_devices={num_devices}: there are {len(pool)} devices ({pool[0].platform})")
-    if num_devices < len(pool) and jax.process_count() > 1:
-        raise ValueError("num_devices must cover every device when running on several hosts")
-    return Mesh(np.asarray(pool[:num_devices]), (DATA_AXIS,))
+    if model < 1 or len(pool) % model:
+        raise ValueError(f"model={model}: the model axis must be >= 1 and divide the {len(pool)} devices "
+                         f"({pool[0].platform})")
+    if data is None:
+        data = len(pool) // model
+    if data < 1 or data * model > len(pool):
+        raise ValueError(f"data={data} x model={model} needs {data * model} devices; there are {len(pool)} "
+                         f"({pool[0].platform})")
+    if data * model < len(pool) and jax.process_count() > 1:
+        raise ValueError("data x model must cover every device when running on several hosts")
+    grid = np.asarray(pool[: data * model], dtype=object).reshape(data, model)
+    return Mesh(grid, MESH_AXES)
 
 
 def fsdp_spec(shape: tuple[int, ...], num_shards: int) -> PartitionSpec:
-    """Shard the largest axis that ``num_shards`` divides; replicate scalars, small or indivisible tensors."""
+    """For parameters without logical axis names (modules not built by the jaxformers layers): shard the largest
+    axis that ``num_shards`` divides; replicate scalars, small or indivisible tensors."""
     if num_shards <= 1 or not shape:
         return PartitionSpec()
     candidates = [axis for axis, size in enumerate(shape) if size % num_shards == 0 and size >= num_shards]
@@ -49,16 +66,45 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int) -> PartitionSpec:
     return PartitionSpec(*spec)
 
 
-def tree_shardings(tree: Any, mesh: Mesh, fsdp: bool, memory_kind: str | None = None) -> Any:
-    """A ``NamedSharding`` per leaf: replicated, or the FSDP rule. Depends on the shape only, so the Adam
-    moments get the same layout as their parameter."""
-    num_shards = mesh.shape[DATA_AXIS]
+def _is_variable(leaf: Any) -> bool:
+    return isinstance(leaf, nnx.Variable)
 
-    def sharding(leaf: Any) -> NamedSharding:
-        spec = fsdp_spec(tuple(np.shape(leaf)), num_shards) if fsdp else PartitionSpec()
+
+def partition_specs(tree: Any, mesh: Mesh, fsdp: bool = False, rules: Rules | None = None) -> Any:
+    """The ``PartitionSpec`` of every leaf of ``tree`` (an ``nnx.State`` of parameters, an optimizer state, a
+    model): from the logical axis names for ``nnx.Param`` leaves that have them (``rules``, default
+    :func:`~jaxformers.sharding_rules.param_rules`), else the shape-only FSDP rule or replication."""
+    rules = rules if rules is not None else param_rules(fsdp)
+    mesh_shape = dict(mesh.shape)
+    if isinstance(tree, nnx.Module):
+        tree = nnx.state(tree, nnx.Param)
+
+    def spec_of(path: tuple, leaf: Any) -> Any:
+        axes = leaf.get_metadata("out_sharding", None) if _is_variable(leaf) else None
+        shape = tuple(np.shape(leaf.get_value() if _is_variable(leaf) else leaf))
+        if axes:
+            spec = resolve_spec(axes, shape, mesh_shape, rules, what=jax.tree_util.keystr(path))
+        elif fsdp:
+            spec = fsdp_spec(shape, mesh_shape.get(FSDP_AXIS, 1))
+        else:
+            spec = PartitionSpec()
+        return leaf.replace(spec) if _is_variable(leaf) else spec
+
+    return jax.tree_util.tree_map_with_path(spec_of, tree, is_leaf=_is_variable)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, fsdp: bool, memory_kind: str | None = None,
+                   rules: Rules | None = None) -> Any:
+    """A ``NamedSharding`` per leaf (see :func:`partition_specs`). Adam's moments keep their parameter's
+    logical names, so they get the same layout as their parameter."""
+
+    def named(spec: Any) -> Any:
+        if _is_variable(spec):
+            return spec.replace(NamedSharding(mesh, spec.get_value(), memory_kind=memory_kind))
         return NamedSharding(mesh, spec, memory_kind=memory_kind)
 
-    return jax.tree.map(sharding, tree)
+    specs = partition_specs(tree, mesh, fsdp, rules)
+    return jax.tree.map(named, specs, is_leaf=lambda leaf: _is_variable(leaf) or isinstance(leaf, PartitionSpec))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -69,6 +115,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def local_data_shards(mesh: Mesh) -> int:
+    """How many slices of the batch this process's devices hold: the ``data`` rows of the mesh it owns (each row's
+    ``model`` devices see the same rows of the batch)."""
+    here = jax.process_index()
+    rows = {index[0] for index, device in np.ndenumerate(mesh.devices) if device.process_index == here}
+    return max(len(rows), 1)
+
+
 def shard_batch_on_mesh(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, jax.Array]:
     """Place a dict of host arrays on the mesh, split along the first (batch) dimension.
 
@@ -76,7 +130,7 @@ def shard_batch_on_mesh(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, jax.A
     share) and the global batch is their concatenation in process order.
     """
     sharding = batch_sharding(mesh)
-    local_devices = len(mesh.local_devices)
+    local_shards = local_data_shards(mesh)
     out: dict[str, jax.Array] = {}
     for name, value in batch.items():
         if isinstance(value, jax.Array) and value.sharding == sharding:
@@ -85,10 +139,11 @@ def shard_batch_on_mesh(mesh: Mesh, batch: Mapping[str, Any]) -> dict[str, jax.A
         array = np.asarray(value)
         if array.ndim == 0:
             raise ValueError(f"batch[{name!r}] is a scalar: every batch entry needs a leading batch dimension")
-        if array.shape[0] % local_devices:
+        if array.shape[0] % local_shards:
             raise ValueError(
-                f"batch[{name!r}] has {array.shape[0]} rows, not a multiple of the {local_devices} local devices: "
-                f"use a batch size divisible by the device count (or pad_batch() for evaluation)"
+                f"batch[{name!r}] has {array.shape[0]} rows, not a multiple of the {local_shards} local data-parallel "
+                f"devices: use a batch size divisible by the data-parallel device count (or pad_batch() for "
+                f"evaluation)"
             )
         out[name] = jax.make_array_from_process_local_data(sharding, array)
     return out

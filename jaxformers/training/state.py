@@ -29,6 +29,7 @@ from .precision import (
     init_loss_scale,
     update_loss_scale,
 )
+from ..sharding_rules import Rules, activation_layout
 from .sharding import (
     batch_sharding,
     host_offload_supported,
@@ -98,8 +99,12 @@ def create_train_state(
     mesh: Mesh | None = None,
     fsdp: bool = False,
     optimize_on_cpu: bool = False,
+    rules: Rules | None = None,
 ) -> tuple[TrainContext, TrainState]:
     """Split ``model`` into a context and an initial state placed on ``mesh`` (all devices when None).
+
+    Parameters are laid out by their logical axis names through ``rules`` (default: the table in
+    ``jaxformers.sharding_rules``, with its FSDP entries when ``fsdp``), optimizer moments like their parameter.
 
     The model object is left in eval mode; train with the returned state and get a model back with
     :func:`model_from_state`. ``optimize_on_cpu`` keeps the optimizer state in pinned host memory where the
@@ -115,9 +120,10 @@ def create_train_state(
     params = cast_floating(params, jnp.float32)
 
     offload = bool(optimize_on_cpu) and _check_offload(mesh)
-    param_shardings = tree_shardings(params, mesh, fsdp)
+    param_shardings = tree_shardings(params, mesh, fsdp, rules=rules)
     opt_shapes = jax.eval_shape(tx.init, params)
-    opt_shardings = tree_shardings(opt_shapes, mesh, fsdp, memory_kind="pinned_host" if offload else None)
+    opt_shardings = tree_shardings(opt_shapes, mesh, fsdp, memory_kind="pinned_host" if offload else None,
+                                   rules=rules)
     loss_scale = init_loss_scale(precision)
     shardings = TrainState(
         step=replicated(mesh),
@@ -221,7 +227,8 @@ def make_train_step(
 
     def scaled_loss(params: Any, batch: Batch, rng: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
         model = nnx.merge(context.train_graphdef, cast_floating(params, compute_dtype), context.rest)
-        loss = jnp.asarray(loss_fn(model, batch, rng)).astype(jnp.float32)
+        with activation_layout(context.mesh):  # tensor-parallel activations stay split (trace time only)
+            loss = jnp.asarray(loss_fn(model, batch, rng)).astype(jnp.float32)
         if loss.ndim:
             raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape}")
         return loss * scale, loss
@@ -301,7 +308,8 @@ def make_eval_step(context: TrainContext, predict_fn: PredictFn) -> Callable[[Tr
 
     def predict(params: Any, batch: Batch) -> Any:
         model = nnx.merge(context.eval_graphdef, cast_floating(params, compute_dtype), context.rest)
-        return predict_fn(model, batch)
+        with activation_layout(context.mesh):
+            return predict_fn(model, batch)
 
     jitted = jax.jit(
         predict,
