@@ -19,6 +19,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -73,20 +74,33 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 
 
 def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A ``pytorch_model.bin`` without executing pickled code (``weights_only=True``)."""
+    """A ``pytorch_model.bin`` without executing pickled code: ``torch.load(weights_only=True)`` where torch is
+    installed, else jaxformers' own restricted reader. Every entry must be a tensor (ValueError naming it)."""
+    path = str(path)
     try:
         import torch
-    except ImportError as error:
-        raise ImportError(
-            f"reading {str(path)!r} needs PyTorch: pip install 'jaxformers[torch]' (or use model.safetensors)"
-        ) from error
+    except ImportError:
+        torch = None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError... for unsafe or corrupt files
-        raise OSError(f"cannot read PyTorch weights {str(path)!r} safely: {error}") from error
+        if torch is not None:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            from .safe_pickle import load_pickled_data
+
+            state = load_pickled_data(path)
+    except Exception as error:  # UnpicklingError, RuntimeError... for unsafe or corrupt files
+        raise OSError(f"cannot read PyTorch weights {path!r} safely: {error}") from error
     if not isinstance(state, Mapping):
-        raise ValueError(f"{str(path)!r} holds a {type(state).__name__}, expected a state dict of tensors")
-    return {key: _torch_to_numpy(value) for key, value in state.items()}
+        raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict of tensors")
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if torch is not None and isinstance(value, torch.Tensor):
+            arrays[key] = _torch_to_numpy(value)
+        elif isinstance(value, np.ndarray):
+            arrays[key] = value
+        else:
+            raise ValueError(f"{path!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    return arrays
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -110,7 +124,12 @@ def read_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
             tree = serialization.msgpack_restore(reader.read())
         except Exception as error:
             raise OSError(f"cannot read flax msgpack file {str(path)!r}: {error}") from error
-    return flatten_tree(tree)
+    if not isinstance(tree, Mapping):
+        raise ValueError(f"{str(path)!r} holds a {type(tree).__name__} at the top level, expected a dict of arrays")
+    try:
+        return flatten_tree(tree)
+    except ValueError as error:
+        raise ValueError(f"{str(path)!r}: {error}") from None
 
 
 def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
@@ -119,8 +138,10 @@ def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten_tree(value, name + "."))
-        else:
+        elif isinstance(value, (np.ndarray, np.generic, jax.Array, int, float, str)):  # str: the format marker
             flat[name] = np.asarray(value)
+        else:
+            raise ValueError(f"entry {name!r} is a {type(value).__name__}, not an array")
     return flat
 
 
@@ -139,6 +160,8 @@ def unflatten_keys(flat: Mapping[str, np.ndarray]) -> dict:
 # Hugging Face's layouts: its Flax msgpack files, sharded checkpoints
 
 _HF_FLAX_LEAVES = ("kernel", "scale", "embedding")
+# Hugging Face spellings of our (0.6.x) keys, for every family: transformers' SequenceSummary is "summary".
+_HF_KEY_RENAMES = ((r"(^|\.)multiple_choice_head\.summary\.", r"\1multiple_choice_head.linear."),)
 
 
 def jaxformers_msgpack_tree(flat: Mapping[str, np.ndarray]) -> dict:
@@ -419,8 +442,8 @@ class PreTrainedModel(nnx.Module):
         incoming = {self._rename_legacy(key): value for key, value in state_dict.items()}
         incoming = self._adapt_prefix(incoming, specs)
 
+        self._resolve_tied_copies(incoming, source)
         skipped = [key for key in incoming if self._is_buffer(key) or self._is_tied_copy(key)]
-        self._check_tied_copies(incoming, skipped, source)
         for key in skipped:
             del incoming[key]
 
@@ -440,6 +463,7 @@ class PreTrainedModel(nnx.Module):
             values[key] = array
         if mismatches:
             raise ValueError(f"shape mismatch loading {source} into {type(self).__name__}:\n  " + "\n  ".join(mismatches))
+        _check_weight_values(values, source, strict)
 
         absent = sorted(key for key in specs if key not in values)
         report = LoadReport(
@@ -465,7 +489,7 @@ class PreTrainedModel(nnx.Module):
         return report
 
     def _rename_legacy(self, key: str) -> str:
-        for pattern, replacement in self.legacy_key_renames:
+        for pattern, replacement in self.legacy_key_renames + _HF_KEY_RENAMES:
             key = re.sub(pattern, replacement, key)
         return key
 
@@ -490,12 +514,14 @@ class PreTrainedModel(nnx.Module):
             spellings["cls.predictions.decoder.bias"] = "cls.predictions.bias"
         return spellings
 
-    def _check_tied_copies(self, incoming: Mapping[str, Any], skipped: list[str], source: str) -> None:
-        """A tied copy must equal what it copies: an untied checkpoint must not load with one weight dropped."""
-        sources = {**self.tied_torch_keys, **self._hf_tied_spellings()}
-        for key in skipped:
-            origin = sources.get(key)
-            if origin is None or origin not in incoming:
+    def _resolve_tied_copies(self, incoming: dict[str, Any], source: str) -> None:
+        """A tied copy stands in for what it copies when only the copy was saved (transformers keeps either one of
+        a tied pair), and must equal it when both were: an untied checkpoint must not load with a weight dropped."""
+        for key, origin in {**self.tied_torch_keys, **self._hf_tied_spellings()}.items():
+            if key not in incoming:
+                continue
+            if origin not in incoming:
+                incoming[origin] = incoming[key]
                 continue
             copy, original = _as_numpy(incoming[key]), _as_numpy(incoming[origin])
             if copy.shape != original.shape or not np.array_equal(copy, original):
@@ -557,10 +583,8 @@ class PreTrainedModel(nnx.Module):
         """
         config_overrides = kwargs.pop("config_overrides", None)
         hub = HubOptions.pop_from(kwargs, cache_dir)
-        with _resolved_directory(cls, pretrained_model_name_or_path, hub, from_tf, state_dict is not None) as (
-            directory,
-            weights_path,
-        ):
+        resolved = _resolved_directory(cls, pretrained_model_name_or_path, hub, from_tf, state_dict is not None)
+        with resolved as (directory, weights_path):
             config, kwargs = apply_model_kwargs(cls, cls._load_config(directory), inputs, kwargs, config_overrides)
             if state_dict is not None:
                 arrays, layout, source = state_dict, "torch", "the given state_dict"
@@ -569,7 +593,7 @@ class PreTrainedModel(nnx.Module):
 
                 arrays, layout, source = cls.torch_keys_from_tf(read_tf_checkpoint(weights_path)), "torch", weights_path
             else:
-                (arrays, layout), source = read_weights(weights_path), weights_path
+                (arrays, layout), source = _read_weights_or_explain(weights_path, resolved), weights_path
             # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
             with abstract_init():
                 model = cls(config, *inputs, **kwargs)
@@ -625,6 +649,37 @@ WEIGHT_NAMES_IN_ORDER = (
 )
 
 
+# Weights are floating point; float16/bfloat16/float64 are converted to the parameter dtype (float32 by default).
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _check_weight_values(values: Mapping[str, np.ndarray], source: str, strict: bool) -> None:
+    """Refuse non-float weights (bool, int, complex, object, str: a cast to float would hide a wrong file), naming
+    key and dtype; report NaN/inf by key, a warning, or an error with ``strict=True``."""
+    wrong = [f"{key}: {array.dtype}" for key, array in values.items() if str(array.dtype) not in WEIGHT_DTYPES]
+    if wrong:
+        raise ValueError(f"{source}: weights must be floating point ({', '.join(WEIGHT_DTYPES)}); found\n  "
+                         + "\n  ".join(wrong))
+    not_finite = [key for key, array in values.items() if not np.isfinite(array).all()]
+    if not_finite and strict:
+        raise ValueError(f"strict load of {source}: NaN or infinite values in {not_finite}")
+    if not_finite:
+        logger.warning("NaN or infinite values in weights from %s: %s", source, not_finite)
+
+
+def _read_weights_or_explain(path: str, resolved: "_resolved_directory") -> tuple[dict[str, np.ndarray], str]:
+    """read_weights; a corrupt file that came from the download cache is named as the cache file it is (not the
+    snapshot link), with how to fetch it again."""
+    try:
+        return read_weights(path)
+    except (OSError, ValueError) as error:
+        if resolved._hub_repo() is None:
+            raise
+        cached = os.path.realpath(path)
+        raise OSError(f"the cached file {cached!r} ({os.path.basename(path)} of {resolved.name!r}) cannot be read: "
+                      f"{error}. Delete it, or pass force_download=True, to download it again.") from error
+
+
 def _as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         return _torch_to_numpy(value)
@@ -657,6 +712,40 @@ def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], se
     return values
 
 
+# What a model archive (.tar.gz) may hold: a few regular files (config, weights, vocabulary).
+ARCHIVE_MAX_MEMBERS = 1000
+ARCHIVE_SIZE_FACTOR = 8  # total uncompressed size <= 8 x the archive's size + 16 MiB (weights barely compress)
+ARCHIVE_SIZE_SLACK = 16 << 20
+
+
+def extract_model_archive(archive: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Extract a model archive, refusing (ValueError naming archive and member) links, special files, paths
+    leaving `destination`, more than ARCHIVE_MAX_MEMBERS members, or members expanding past
+    ``ARCHIVE_SIZE_FACTOR x archive size + ARCHIVE_SIZE_SLACK`` bytes. Headers are checked before any extraction."""
+    archive = str(archive)
+    limit = ARCHIVE_SIZE_FACTOR * os.path.getsize(archive) + ARCHIVE_SIZE_SLACK
+    try:
+        with tarfile.open(archive) as tar:
+            members, total = [], 0
+            for member in tar:  # headers one at a time: stops at the first offending member
+                name = member.name
+                if len(members) >= ARCHIVE_MAX_MEMBERS:
+                    raise ValueError(f"refusing archive {archive!r}: more than {ARCHIVE_MAX_MEMBERS} members")
+                if not (member.isfile() or member.isdir()):
+                    raise ValueError(f"refusing archive {archive!r}: member {name!r} is a link or special file")
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise ValueError(f"refusing archive {archive!r}: member {name!r} points outside the archive")
+                total += member.size
+                if total > limit:
+                    raise ValueError(f"refusing archive {archive!r}: member {name!r} takes its contents past "
+                                     f"{limit} bytes ({ARCHIVE_SIZE_FACTOR} x the archive's size + "
+                                     f"{ARCHIVE_SIZE_SLACK >> 20} MiB)")
+                members.append(member)
+            tar.extractall(destination, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:  # corrupt or truncated archive
+        raise OSError(f"cannot extract model archive {archive!r}: {error}") from error
+
+
 class _resolved_directory:
     """Context manager yielding (directory with the config, weights file path); cleans extracted archives."""
 
@@ -673,8 +762,11 @@ class _resolved_directory:
         if is_remote(name) or name.endswith((".tar.gz", ".tgz", ".tar")):
             archive = cached_path(name, self.cache_dir)
             self._temporary = tempfile.mkdtemp(prefix="jaxformers-")
-            with tarfile.open(archive) as tar:
-                tar.extractall(self._temporary, filter="data")
+            try:
+                extract_model_archive(archive, self._temporary)
+            except BaseException:
+                self.__exit__(None, None, None)  # __exit__ does not run when __enter__ raises
+                raise
             directory = Path(self._temporary)
             children = [child for child in directory.iterdir() if child.is_dir()]
             if not any(directory.glob("*.json")) and len(children) == 1:
