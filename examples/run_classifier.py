@@ -16,7 +16,10 @@ Example (the reference's MRPC recipe)::
 Differences from the reference, all deliberate: shuffling uses numpy's generator (seeded by ``--seed``), not
 torch's; the last, partial batch of an epoch is padded to the full batch size with zero-weight rows (one compiled
 shape) and its loss is still the mean over its real examples; a fractional ``--num_train_epochs`` trains that
-fraction of an epoch (the reference truncates to whole epochs).
+fraction of an epoch (the reference truncates to whole epochs); each batch is padded to the smallest length
+bucket that holds it rather than to ``--max_seq_length`` (the same results, faster: ``--pad_to max_seq_length``
+restores the reference's padding, ``--group_by_length`` batches similar lengths; see
+``jaxformers/training/bucketing.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +45,17 @@ import glue
 from jaxformers.models.bert import BertForSequenceClassification
 from jaxformers.optimization import BertAdam, get_schedule, weight_decay_mask
 from jaxformers.tokenizers.bert import BertTokenizer
+from jaxformers.training.bucketing import (
+    Bucketer,
+    CompileLog,
+    add_bucketing_arguments,
+    example_lengths,
+    length_grouped_order,
+)
 from jaxformers.training import (
+    RunningTotals,
     add_training_arguments,
+    claim_output_dir,
     create_train_state,
     host_share,
     make_eval_step,
@@ -51,6 +63,7 @@ from jaxformers.training import (
     model_from_state,
     model_overrides,
     pad_batch,
+    release_output_dir,
     setup_run,
     train_loop,
     write_eval_results,
@@ -79,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache_dir", default=None, type=str,
                         help="Where downloaded pretrained models are cached.")
     add_training_arguments(parser)
+    add_bucketing_arguments(parser)
     return parser
 
 
@@ -124,16 +138,17 @@ def predict_fn(model, batch):
 
 
 def iterate_train_batches(arrays: dict[str, np.ndarray], batch_size: int, accumulation_steps: int, num_steps: int,
-                          seed: int) -> Iterator[dict[str, np.ndarray]]:
+                          seed: int, group_by_length: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """``num_steps`` batches of ``batch_size`` rows, reshuffled every epoch with a generator seeded by ``seed``
-    (so a resumed run sees the same sequence). An epoch's last, short batch is padded with copies of row 0 that
+    (so a resumed run sees the same sequence); with ``group_by_length``, each batch of similar lengths. An epoch's last, short batch is padded with copies of row 0 that
     get weight 0; each real row gets ``accumulation_steps / real_rows`` so that the per-micro-batch weighted sums,
     averaged over the micro-batches by the train step, give the mean loss over the batch's real rows."""
     count = len(arrays["label_ids"])
     rng = np.random.default_rng(seed)
+    lengths = example_lengths(arrays["input_mask"]) if group_by_length else None
     produced = 0
     while produced < num_steps:
-        order = rng.permutation(count)
+        order = rng.permutation(count) if lengths is None else length_grouped_order(lengths, batch_size, rng)
         for start in range(0, count, batch_size):
             if produced == num_steps:
                 return
@@ -156,7 +171,7 @@ def load_features(processor: glue.DataProcessor, examples: list[glue.InputExampl
 
 
 def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, output_mode: str,
-             multiple: int) -> tuple[np.ndarray, float]:
+             multiple: int, bucketer: Bucketer | None = None) -> tuple[np.ndarray, float]:
     """Predictions for every example ([n] label ids or scores) and the reference's eval loss: the mean over
     batches of each batch's mean loss."""
     outputs, batch_losses = [], []
@@ -166,6 +181,8 @@ def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, o
     for start in range(0, count, batch_size):
         chunk = {key: arrays[key][start:start + batch_size] for key in (*FEATURE_KEYS, "label_ids")}
         padded, real = pad_batch(chunk, padded_size)
+        if bucketer is not None:
+            padded = bucketer.trim(padded)
         logits = np.asarray(eval_step(state, host_share(padded)))[:real]  # [real, num_labels]
         losses = np.asarray(per_example_loss(jnp.asarray(logits), jnp.asarray(chunk["label_ids"]), output_mode))
         batch_losses.append(float(losses.mean()))
@@ -176,15 +193,6 @@ def evaluate(eval_step, state, arrays: dict[str, np.ndarray], batch_size: int, o
 
 
 # ------------------------------------------------------------------------------------------------------ main
-
-
-def _check_output_dir(output_dir: Path, resuming_allowed: bool) -> None:
-    # As the reference: never train into a directory that already holds results. A directory holding only
-    # our checkpoints is an interrupted run, which we resume.
-    if output_dir.is_dir():
-        contents = {entry.name for entry in output_dir.iterdir()}
-        if contents and not (resuming_allowed and contents <= {"checkpoints"}):
-            raise ValueError(f"Output directory ({output_dir}) already exists and is not empty.")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -208,7 +216,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
     num_labels = glue.NUM_LABELS[task_name]
     output_dir = Path(args.output_dir)
     if args.do_train:
-        _check_output_dir(output_dir, resuming_allowed=args.checkpoint_every > 0)
+        # As the reference: never train into a directory that already holds results; but a directory that an
+        # interrupted run of ours left (killed at any moment, even while saving the model) is resumed.
+        claim_output_dir(output_dir, f"run_classifier {task_name}")
     output_dir.mkdir(parents=True, exist_ok=True)
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, cache_dir=args.cache_dir,
@@ -218,7 +228,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
         config_overrides=model_overrides(args),
     )
 
-    global_step, train_loss, history = 0, None, []
+    global_step, train_loss, history, totals = 0, None, [], RunningTotals()
     if args.do_train:
         train_examples = processor.get_train_examples(args.data_dir)
         if not train_examples:
@@ -241,16 +251,19 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
                                             fsdp=args.fsdp, optimize_on_cpu=args.optimize_on_cpu)
         step = make_train_step(context, make_loss_fn(output_mode), tx, precision=precision,
                                grad_accum_steps=args.gradient_accumulation_steps)
-        batches = iterate_train_batches(train_arrays, batch_size, args.gradient_accumulation_steps, num_steps,
-                                        args.seed)
+        bucketer = Bucketer.from_args(args)
+        step = CompileLog(step, "train step")  # logs each bucket's compilation
+        batches = bucketer.trim_all(iterate_train_batches(train_arrays, batch_size, args.gradient_accumulation_steps,
+                                                          num_steps, args.seed, args.group_by_length))
         checkpoint_dir = output_dir / "checkpoints" if args.checkpoint_every else None
         state, history = train_loop(
             step, state, batches, num_steps=num_steps, context=context, checkpoint_dir=checkpoint_dir,
             checkpoint_every=args.checkpoint_every, desc="Iteration",
-            lr_fn=lambda s: args.learning_rate * schedule.get_lr(s, nowarn=True),
+            lr_fn=lambda s: args.learning_rate * schedule.get_lr(s, nowarn=True), totals=totals,
         )
         global_step = int(jax.device_get(state.step))
-        train_loss = float(np.mean([entry["loss"] for entry in history])) if history else None
+        # The mean over every step from the first, also when this run resumed from a checkpoint.
+        train_loss = totals.mean("loss")
         if is_main_process:
             trained = model_from_state(context, state)
             # flax_model.msgpack and config.json, plus the reference's pytorch_model.bin when PyTorch is
@@ -281,7 +294,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
             eval_arrays = load_features(eval_processor, eval_examples, tokenizer, args.max_seq_length)
             logger.info("***** Running evaluation: %s, %d examples *****", eval_task, len(eval_examples))
             preds, eval_loss = evaluate(eval_step, state, eval_arrays, args.eval_batch_size, output_mode,
-                                        num_devices)
+                                        num_devices, Bucketer.from_args(args))
             result: dict[str, Any] = glue.compute_metrics(eval_task, preds, eval_arrays["label_ids"])
             result.update(eval_loss=eval_loss, global_step=global_step, loss=train_loss)
             if is_main_process:
@@ -289,6 +302,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
                 write_eval_results(eval_dir, result)
             prefix = "" if eval_task == task_name else f"{eval_task}/"
             results.update({prefix + key: value for key, value in result.items()})
+    if args.do_train:
+        release_output_dir(output_dir)  # finished: a rerun into this directory is refused from now on
     return results, history
 
 

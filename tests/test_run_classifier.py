@@ -490,6 +490,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(tmp_path):
     resumed = run([*common, "--output_dir", resumed_dir])
     assert resumed["global_step"] == 12
     assert resumed["eval_loss"] == pytest.approx(full["eval_loss"], rel=1e-6)
+    # The training loss averages all 12 steps, the 9 before the resume included (carried in the checkpoint).
+    assert resumed["loss"] == pytest.approx(full["loss"], rel=1e-6)
+    assert float(read_results(resumed_dir / "eval_results.txt")["loss"]) == pytest.approx(full["loss"], rel=1e-6)
     ours = BertForSequenceClassification.from_pretrained(resumed_dir, num_labels=2)
     reference = BertForSequenceClassification.from_pretrained(tmp_path / "full", num_labels=2)
     np.testing.assert_allclose(np.asarray(ours.classifier.weight[...]), np.asarray(reference.classifier.weight[...]),
@@ -514,3 +517,62 @@ def test_weight_decay_groups_match_the_reference_script():
                       if not any(nd in name for nd in ["bias", "LayerNorm.bias", "LayerNorm.weight"]))
     assert decayed == expected
     assert "bert.encoder.layer.1.output.dense.weight" in decayed and "classifier.weight" in decayed
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: no ``except Exception`` handler and no cleanup code of ours catches it."""
+
+
+@pytest.mark.slow  # three tiny fine-tuning runs each
+@pytest.mark.parametrize("moment, checkpoint_every", [("installing", 3), ("staging", 0)])
+def test_rerun_after_a_kill_during_the_final_save_finishes_the_job(tmp_path, monkeypatch, moment,
+                                                                   checkpoint_every):
+    """Killed while save_pretrained switches the files in (after its commit point: some new files in place, the
+    rest staged) or while it writes them (before it): the same command, rerun, must not refuse the directory, and
+    finishes with the numbers of an uninterrupted run."""
+    import os
+
+    from jaxformers import atomic_save
+
+    model_dir = tiny_bert_dir(tmp_path / "model")
+    data = tmp_path / "MRPC"
+    write(data, "train.tsv", mrpc_rows(16, seed=0))
+    write(data, "dev.tsv", mrpc_rows(8, seed=1))
+    common = ["--task_name", "MRPC", "--data_dir", data, "--bert_model", model_dir, "--do_train", "--do_eval",
+              "--do_lower_case", "--max_seq_length", 24, "--train_batch_size", 8, "--num_train_epochs", 3,
+              "--learning_rate", 1e-3, "--checkpoint_every", checkpoint_every]
+    full = run([*common, "--output_dir", tmp_path / "full"])
+
+    out = tmp_path / "out"
+    real_replace, real_write_staged = os.replace, atomic_save._write_staged
+
+    def replace_then_die(source, destination):
+        real_replace(source, destination)
+        if atomic_save.COMMIT_DIR in str(source):
+            raise Killed  # one new file installed, the others still staged
+
+    def die_while_staging(path, write):
+        if path.name == "pytorch_model.bin":
+            raise Killed
+        return real_write_staged(path, write)
+
+    with monkeypatch.context() as patch:
+        if moment == "installing":
+            patch.setattr(os, "replace", replace_then_die)
+        else:
+            patch.setattr(atomic_save, "_write_staged", die_while_staging)
+        with pytest.raises(Killed):
+            run([*common, "--output_dir", out])
+    assert not (out / "eval_results.txt").exists()
+
+    rerun = run([*common, "--output_dir", out])
+    for key in ("global_step", "acc", "f1"):
+        assert rerun[key] == full[key], key
+    for key in ("loss", "eval_loss"):
+        assert rerun[key] == pytest.approx(full[key], rel=1e-6), key
+    names = {path.name for path in out.iterdir()}
+    assert {"config.json", "flax_model.msgpack", "pytorch_model.bin", "vocab.txt", "eval_results.txt"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no marker, no staging left: the run finished
+    # Finished now: a third run into the same directory is refused, as the reference does.
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        run([*common, "--output_dir", out])

@@ -15,15 +15,43 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
-from .checkpoint import restore_checkpoint, save_checkpoint
+from .checkpoint import RunningTotals, restore_checkpoint, save_checkpoint
 from .precision import Precision
-from .sharding import host_share, initialize_distributed, make_mesh
+from .sharding import host_share, initialize_distributed, make_mesh, shard_model
 from .state import TrainContext, TrainState
 
 logger = logging.getLogger("jaxformers")
 
 StepFn = Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+MODEL_PARALLEL_HELP = ("Size of the mesh's 'model' axis: Megatron-style tensor parallelism over N devices (attention "
+                       "heads, intermediate columns and vocabulary split between them)")
+
+
+def add_model_parallel_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--model_parallel N`` for the inference examples (generation, feature extraction, evaluation), which
+    then call :func:`place_model`. Training scripts get it from :func:`add_training_arguments`."""
+    parser.add_argument("--model_parallel", default=1, type=int, help=MODEL_PARALLEL_HELP + " (default 1: one device).")
+    return parser
+
+
+def place_model(model: nnx.Module, args: argparse.Namespace) -> nnx.Module:
+    """With ``--model_parallel N > 1``, split ``model``'s parameters over the first N devices (a ``data 1 x
+    model N`` mesh, by the rules table); with 1 leave it on the default device. Returns the model."""
+    model_parallel = getattr(args, "model_parallel", 1)
+    if model_parallel is None or model_parallel < 1:
+        raise SystemExit(f"--model_parallel must be >= 1, got {model_parallel}")
+    if model_parallel == 1:
+        return model
+    try:
+        mesh = make_mesh(1, model_parallel)
+    except ValueError as error:
+        raise SystemExit(f"--model_parallel {model_parallel}: {error}") from None
+    logger.info("model split over %d devices (tensor parallelism)", model_parallel)
+    return shard_model(model, mesh)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -67,6 +95,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                        help="Save the train state every N steps to <output_dir>/checkpoints and resume from the "
                             "latest one when restarted (0: never).")
     group.add_argument("--num_devices", default=None, type=int, help="Use only the first N devices (default: all).")
+    group.add_argument("--model_parallel", default=1, type=int,
+                       help=MODEL_PARALLEL_HELP + "; the other devices split the batch. Combines with --fsdp.")
     group.add_argument("--coordinator_address", default=None, type=str,
                        help="Multi-host: host:port of process 0 (or JAX_COORDINATOR_ADDRESS).")
     group.add_argument("--num_processes", default=None, type=int,
@@ -94,6 +124,11 @@ class RunSetup:
         return int(self.mesh.devices.size)
 
     @property
+    def data_parallel(self) -> int:
+        """Devices the batch is split over (the mesh's ``data`` axis); each holds whole examples."""
+        return int(self.mesh.shape["data"])
+
+    @property
     def is_main(self) -> bool:
         """Whether this is process 0, the one that writes files on a multi-host run."""
         return jax.process_index() == 0
@@ -112,17 +147,30 @@ def setup_run(args: argparse.Namespace) -> RunSetup:
     if getattr(args, "no_cuda", False):
         jax.config.update("jax_platforms", "cpu")
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    setup = RunSetup(mesh=make_mesh(args.num_devices), precision=precision_from_args(args))
+    setup = RunSetup(mesh=_mesh_from_args(args), precision=precision_from_args(args))
     accumulation = getattr(args, "gradient_accumulation_steps", 1)
     if accumulation < 1:
         raise SystemExit(f"--gradient_accumulation_steps must be >= 1, got {accumulation}")
-    if getattr(args, "do_train", True) and args.train_batch_size % (accumulation * setup.num_devices):
+    if getattr(args, "do_train", True) and args.train_batch_size % (accumulation * setup.data_parallel):
         raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
-                         f"--gradient_accumulation_steps x devices ({accumulation} x {setup.num_devices})")
-    logger.info("devices: %d x %s, precision: %s, fsdp: %s, processes: %d", setup.num_devices,
-                setup.mesh.devices.flat[0].platform, setup.precision.compute, getattr(args, "fsdp", False),
-                jax.process_count())
+                         f"--gradient_accumulation_steps x devices ({accumulation} x {setup.data_parallel})")
+    logger.info("devices: %d x %s (data %d x model %d), precision: %s, fsdp: %s, processes: %d",
+                setup.num_devices, setup.mesh.devices.flat[0].platform, setup.data_parallel,
+                setup.mesh.shape["model"], setup.precision.compute, getattr(args, "fsdp", False), jax.process_count())
     return setup
+
+
+def _mesh_from_args(args: argparse.Namespace) -> jax.sharding.Mesh:
+    """``--num_devices`` (all devices by default) as a ``data x model`` mesh with ``model = --model_parallel``."""
+    model = getattr(args, "model_parallel", None)
+    model = 1 if model is None else model
+    total = args.num_devices if args.num_devices is not None else jax.device_count()
+    if model < 1 or total % model:
+        raise SystemExit(f"--model_parallel ({model}) must be >= 1 and divide the {total} devices used")
+    try:
+        return make_mesh(total // model, model)
+    except ValueError as error:
+        raise SystemExit(f"--num_devices / --model_parallel: {error}") from None
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, bool] | None:
@@ -165,6 +213,7 @@ def train_loop(
     desc: str = "train",
     lr_fn: Callable[[int], float] | None = None,
     keep_checkpoints: int = 2,
+    totals: RunningTotals | None = None,
 ) -> tuple[TrainState, list[dict[str, float]]]:
     """Run ``step`` over ``batches`` (global batches as host dicts, one per optimizer step) until
     ``state.step == num_steps``. On a multi-host run every process yields the same global batches and feeds its
@@ -174,13 +223,17 @@ def train_loop(
     consumed (so ``batches`` must yield the same sequence on every run: seed its shuffling); with
     ``checkpoint_every`` it saves every N steps and at the end. A tqdm bar shows loss, learning rate
     (``lr_fn(step)``) and examples/s. Returns the final state and one metrics dict per step run here.
+
+    ``totals`` (a :class:`RunningTotals`) receives the sums of the step metrics over every step from 1, the
+    resumed ones included: they travel in each checkpoint, so ``totals.mean("loss")`` does not depend on where a
+    run was interrupted.
     """
     from tqdm.auto import tqdm
 
     if checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs a checkpoint_dir")
     if checkpoint_dir is not None:
-        restored = restore_checkpoint(checkpoint_dir, state)
+        restored = restore_checkpoint(checkpoint_dir, state, totals)
         if restored is not None:
             state = restored
     start = int(jax.device_get(state.step))
@@ -199,6 +252,8 @@ def train_loop(
 
     def record(step_number: int, metrics: dict[str, jax.Array]) -> None:
         values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+        if totals is not None:
+            totals.add(values)
         values["step"] = step_number
         if lr_fn is not None:
             values["lr"] = float(lr_fn(step_number - 1))
@@ -226,12 +281,14 @@ def train_loop(
             pending = (step_number, metrics)
             bar.update(1)
             if checkpoint_every and step_number % checkpoint_every == 0:
-                save_checkpoint(checkpoint_dir, state, step_number, keep=keep_checkpoints)
+                record(*pending)  # the totals saved with step N must include step N
+                pending = None
+                save_checkpoint(checkpoint_dir, state, step_number, keep=keep_checkpoints, totals=totals)
         if pending is not None:
             record(*pending)
         final_step = int(jax.device_get(state.step))
         if checkpoint_every and final_step % checkpoint_every and final_step > start:
-            save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints)
+            save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints, totals=totals)
     finally:
         bar.close()
     return state, history
