@@ -15,10 +15,10 @@ run Python code per piece.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
-import sys
 from itertools import chain, islice
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
@@ -51,7 +51,6 @@ PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {name: 1024 for name in GPT2_S
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 NO_MAX_LEN = int(1e12)  # "no limit", the value 0.6.x uses so that comparisons stay integer
-_NO_MERGE = sys.maxsize  # rank of a pair absent from the merges table
 _PIECE_CACHE_LIMIT = 1 << 18  # entries; bounds memory on endless streams of novel text
 _MERGES_HEADER = "#version: 0.2"
 
@@ -129,24 +128,42 @@ def merge_symbols(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list
     rank. Ranks are unique per pair and a fused symbol is longer than both halves, so a fusion never creates
     another occurrence of the pair just fused: this gives exactly 0.6.x's "fuse every occurrence left to right"
     (``a a a`` with merge ``a a`` gives ``aa a``), one occurrence at a time.
+
+    O(n log n) in the word's length n: candidate pairs sit in a heap keyed (rank, position of the left symbol),
+    symbols in a linked list; a fusion only pushes the two pairs it creates, and entries whose pair has changed
+    since are skipped when popped (a pair is identified by its rank, which is unique).
     """
+    count = len(symbols)
+    if count < 2:
+        return symbols
     rank_of = ranks.get
-    # pair_ranks[i] is the rank of (symbols[i], symbols[i + 1]); only the neighbours of a fusion change.
-    pair_ranks = [rank_of(pair, _NO_MERGE) for pair in zip(symbols, islice(symbols, 1, None))]
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best == _NO_MERGE:
-            break
-        position = pair_ranks.index(best)
-        fused = symbols[position] + symbols[position + 1]
-        symbols[position] = fused
-        del symbols[position + 1]
-        del pair_ranks[position]
-        if position < len(pair_ranks):
-            pair_ranks[position] = rank_of((fused, symbols[position + 1]), _NO_MERGE)
-        if position > 0:
-            pair_ranks[position - 1] = rank_of((symbols[position - 1], fused), _NO_MERGE)
+    merged: list[str | None] = list(symbols)  # merged[i]: the symbol starting at original position i, or None
+    following = list(range(1, count + 1))  # following[i]: position of the next live symbol (count: none)
+    preceding = list(range(-1, count - 1))
+    heap = [(rank, index) for index, rank in enumerate(map(rank_of, zip(symbols, islice(symbols, 1, None))))
+            if rank is not None]
+    heapq.heapify(heap)
+    while heap:
+        rank, left = heapq.heappop(heap)
+        right = following[left]
+        if merged[left] is None or right == count or rank_of((merged[left], merged[right])) != rank:
+            continue  # stale: one of the two symbols has been fused since this entry was pushed
+        merged[left] += merged[right]
+        merged[right] = None
+        following[left] = following[right]
+        if following[left] < count:
+            preceding[following[left]] = left
+            _push_pair(heap, rank_of, merged, left, following[left])
+        if preceding[left] >= 0:
+            _push_pair(heap, rank_of, merged, preceding[left], left)
+    symbols[:] = [symbol for symbol in merged if symbol is not None]
     return symbols
+
+
+def _push_pair(heap: list, rank_of: Any, merged: list, left: int, right: int) -> None:
+    rank = rank_of((merged[left], merged[right]))
+    if rank is not None:
+        heapq.heappush(heap, (rank, left))
 
 
 def write_vocabulary(
