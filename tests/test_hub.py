@@ -207,3 +207,28 @@ def test_hub_options_come_out_of_constructor_kwargs():
     assert kwargs == {"num_labels": 3}
     assert options == HubOptions("/cache", "v2", "t", True, False)
     assert json.dumps(options.download_kwargs())  # plain values, passable to another from_pretrained
+
+
+def test_hub_snapshot_with_every_format_fetches_only_the_sharded_safetensors(tmp_path, hub, hf_env):
+    """A snapshot as the hub holds many today: sharded safetensors beside an old pytorch_model.bin and Hugging
+    Face's own flax_model.msgpack. Only the index and its shards are downloaded, and they give the right weights."""
+    from flax import serialization
+
+    repo_dir = tmp_path / "hub" / REPO
+    reference = hf_bert(seed=4)
+    reference.save_pretrained(repo_dir, max_shard_size="20KB")
+    other = hf_bert(seed=5)  # different weights in the other formats: reading them would show
+    torch.save(other.state_dict(), repo_dir / "pytorch_model.bin")
+    flax_like = {"embeddings": {"word_embeddings": {"embedding": other.embeddings.word_embeddings.weight.detach().numpy()}}}
+    (repo_dir / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(flax_like))
+    shards = sorted(set(json.loads((repo_dir / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert len(shards) > 1
+
+    model = jaxformers.BertModel.from_pretrained(REPO, strict=True)
+    assert_same_outputs(model, reference)
+    fetched = [path.rsplit("/", 1)[1] for path in hub.requests]
+    assert fetched == ["config.json", "model.safetensors.index.json", *shards]
+    # and offline afterwards, from the cache
+    hub.log.clear()
+    assert_same_outputs(jaxformers.BertModel.from_pretrained(REPO, local_files_only=True), reference)
+    assert hub.log == []
