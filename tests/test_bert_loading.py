@@ -99,9 +99,10 @@ def test_pytorch_export_is_accepted_strictly_by_reference_and_round_trip_is_bit_
     from safetensors.numpy import load_file
 
     stored = load_file(tmp_path / "out" / "model.safetensors")
-    assert set(stored) == set(reference.state_dict())
-    for key, value in reference.state_dict().items():
-        np.testing.assert_array_equal(stored[key], value.numpy())
+    # transformers' layout: the decoder weight is tied to the word embeddings and stored once, under the latter.
+    assert set(stored) == set(reference.state_dict()) - {"cls.predictions.decoder.weight"}
+    for key, value in stored.items():
+        np.testing.assert_array_equal(value, reference.state_dict()[key].numpy())
 
     # each file alone reloads to identical parameters
     for keep in ["pytorch_model.bin", "model.safetensors", "flax_model.msgpack"]:
