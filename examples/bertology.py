@@ -374,6 +374,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="sequence length after WordPiece tokenization (truncated / padded)")
     parser.add_argument("--batch_size", type=int, default=1, help="batch size")
     parser.add_argument("--seed", type=int, default=42, help="seed (the computations here are deterministic)")
+    parser.add_argument("--model_parallel", type=int, default=1,
+                        help="split the model over N devices (tensor parallelism: heads, MLP columns, vocabulary)")
     return parser.parse_args(argv)
 
 
@@ -391,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from jaxformers.models.bert import BertForSequenceClassification
     from jaxformers.tokenizers.bert import BertTokenizer
+    from jaxformers.training import place_model
 
     texts, labels, task = read_glue_dev(task_name, args.data_dir)
     if args.data_subset > 0:
@@ -399,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tokenizer = BertTokenizer.from_pretrained(args.model_name_or_path, do_lower_case=args.do_lower_case)
     model = BertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=num_labels,
                                                           output_attentions=True)
+    place_model(model, args)
     num_layers, num_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     data = encode_pairs(texts, tokenizer, args.max_seq_length)
     data["labels"] = labels

@@ -164,6 +164,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max_seq_length", type=int, default=128,
                         help="sequence length after WordPiece tokenization; longer inputs are truncated, shorter padded")
     parser.add_argument("--batch_size", type=int, default=32, help="examples per forward pass")
+    parser.add_argument("--model_parallel", type=int, default=1,
+                        help="split the model over N devices (tensor parallelism: heads, MLP columns, vocabulary)")
     return parser.parse_args(argv)
 
 
@@ -178,9 +180,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from jaxformers.models.bert import BertModel
     from jaxformers.tokenizers.bert import BertTokenizer
+    from jaxformers.training import place_model
 
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, do_lower_case=args.do_lower_case)
-    model = BertModel.from_pretrained(args.bert_model)
+    model = place_model(BertModel.from_pretrained(args.bert_model), args)
     layer_indexes = parse_layers(args.layers, model.config.num_hidden_layers)
     max_positions = model.config.max_position_embeddings
     if args.max_seq_length > max_positions:

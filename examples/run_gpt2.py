@@ -43,6 +43,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--input_file", type=str, default=None, help="a file of prompts, one per line")
     parser.add_argument("--pad_to_multiple_of", type=int, default=16,
                         help="round prompt lengths up so that nearby lengths reuse one compiled program")
+    parser.add_argument("--model_parallel", type=int, default=1,
+                        help="split the model over N devices (tensor parallelism: heads, MLP columns, vocabulary)")
     return parser.parse_args(argv)
 
 
@@ -91,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from jaxformers.generation import Generator
     from jaxformers.models.gpt2 import GPT2LMHeadModel
     from jaxformers.tokenizers.gpt2 import GPT2Tokenizer
+    from jaxformers.training import place_model
 
     logger.info("running on %s", jax.devices()[0])
     tokenizer = GPT2Tokenizer.from_pretrained(args.model_name_or_path)
-    model = GPT2LMHeadModel.from_pretrained(args.model_name_or_path)
+    model = place_model(GPT2LMHeadModel.from_pretrained(args.model_name_or_path), args)
     window = model.config.n_ctx
     if args.length == -1:
         args.length = window // 2

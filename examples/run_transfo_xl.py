@@ -46,6 +46,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--same_length", action="store_true", help="every position attends to as many keys")
     parser.add_argument("--work_dir", type=str, default="LM-TFM", help="log.txt and eval_results.json go here")
     parser.add_argument("--no_progress", action="store_true", help="no tqdm progress bar")
+    parser.add_argument("--model_parallel", type=int, default=1,
+                        help="split the model over N devices (tensor parallelism: heads, MLP columns, vocabulary)")
     args = parser.parse_args(argv)
     for name in ("batch_size", "tgt_len"):
         if getattr(args, name) <= 0:
@@ -89,9 +91,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from jaxformers.models.transfo_xl import TransfoXLLMHeadModel, make_eval_step
     from jaxformers.tokenizers.transfo_xl import TransfoXLCorpus
+    from jaxformers.training import place_model
 
     corpus = TransfoXLCorpus.from_pretrained(args.corpus or args.model_name)
-    model = TransfoXLLMHeadModel.from_pretrained(args.model_name)
+    model = place_model(TransfoXLLMHeadModel.from_pretrained(args.model_name), args)
     if len(corpus.vocab) != model.config.n_token:
         raise ValueError(f"the corpus vocabulary has {len(corpus.vocab)} symbols but the model has n_token="
                          f"{model.config.n_token}: they do not belong together")

@@ -28,7 +28,7 @@ logger = logging.getLogger("jaxformers")
 # FSDP shards over the same axis as the data: every data-parallel replica holds 1/N of each (large enough) tensor.
 FSDP_AXIS = DATA_AXIS
 
-__all__ = ["DATA_AXIS", "MODEL_AXIS", "FSDP_AXIS", "make_mesh", "tree_shardings", "partition_specs"]
+__all__ = ["DATA_AXIS", "MODEL_AXIS", "FSDP_AXIS", "make_mesh", "tree_shardings", "partition_specs", "shard_model"]
 
 
 def make_mesh(data: int | None = None, model: int = 1, *, devices: list[Any] | None = None) -> Mesh:
@@ -105,6 +105,15 @@ def tree_shardings(tree: Any, mesh: Mesh, fsdp: bool, memory_kind: str | None = 
 
     specs = partition_specs(tree, mesh, fsdp, rules)
     return jax.tree.map(named, specs, is_leaf=lambda leaf: _is_variable(leaf) or isinstance(leaf, PartitionSpec))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, *, fsdp: bool = False, rules: Rules | None = None) -> nnx.Module:
+    """Place ``model``'s parameters on ``mesh`` by their logical axes, in place (inference and evaluation outside
+    the train engine: jitted calls then run partitioned, the computation following the parameters' layout).
+    Returns the model."""
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.device_put(params, tree_shardings(params, mesh, fsdp, rules=rules)))
+    return model
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
