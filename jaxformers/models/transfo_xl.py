@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from ..configuration import PretrainedConfig, configclass, spec
-from ..layers import Array, ModuleFactory, check_ids_in_range, dropout, fold_rng
+from ..layers import Array, ModuleFactory, check_ids_in_range, dropout, fold_rng, take_rows
 from ..modeling_utils import PreTrainedModel
 
 PRETRAINED_MODEL_ARCHIVE_MAP = {"transfo-xl-wt103": "transfo-xl-wt103"}
@@ -248,7 +248,7 @@ class AdaptiveEmbedding(nnx.Module):
         dtype = self.dtype or jnp.float32
         if self.div_val == 1:
             table = self.emb_layers[0].weight[...].astype(dtype)
-            embedded = jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+            embedded = take_rows(table, ids)
             projection = self.projection(0)
             if projection is not None:
                 embedded = jnp.dot(embedded, projection.astype(dtype).T)
