@@ -30,7 +30,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator, MutableMapping
-from urllib.parse import urlparse
+from urllib.parse import quote, unquote, urlparse
 
 HUB_ENDPOINT = "https://huggingface.co"
 _TRUE_SPELLINGS = ("1", "true", "yes", "on")
@@ -85,7 +85,7 @@ def hub_endpoint() -> str:
 
 def hub_url(repo: str, filename: str, revision: str | None = None) -> str:
     """URL of `filename` in hub repository `repo` at `revision` (default ``main``) on the configured endpoint."""
-    return f"{hub_endpoint()}/{repo}/resolve/{revision or 'main'}/{filename}"
+    return f"{hub_endpoint()}/{repo}/resolve/{quote(revision or 'main', safe='')}/{filename}"
 
 
 def is_remote(url_or_filename: str | os.PathLike) -> bool:
@@ -124,7 +124,8 @@ class HubOptions:
 
     def download_kwargs(self) -> dict[str, Any]:
         """Every option but cache_dir, as keyword arguments for another from_pretrained."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "cache_dir"}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name != "cache_dir"}
 
     @property
     def cache_root(self) -> Path:
@@ -243,7 +244,7 @@ def _parse_hub_file_url(url: str) -> tuple[str, str, str] | None:
     match = _HUB_FILE_URL.match(parsed.path) if parsed.netloc in hosts else None
     if match is None:
         return None
-    return _LEGACY_REPOS.get(match["repo"], match["repo"]), match["revision"], match["filename"]
+    return _LEGACY_REPOS.get(match["repo"], match["repo"]), unquote(match["revision"]), match["filename"]
 
 
 def url_to_cache_name(url: str) -> str:
@@ -309,7 +310,8 @@ def hub_snapshot(repo: str, filenames: tuple[str, ...], options: HubOptions = Hu
         except OSError as error:
             errors.append(str(error))
     if not found:
-        raise OSError(f"hub repository {repo!r} has none of {', '.join(filenames)}" + "".join(f"\n  {e}" for e in errors))
+        details = "".join(f"\n  {error}" for error in errors)
+        raise OSError(f"hub repository {repo!r} has none of {', '.join(filenames)}{details}")
     if errors:
         raise OSError(f"could not fetch every file of hub repository {repo!r}:\n  " + "\n  ".join(errors))
     return os.path.dirname(found[0])

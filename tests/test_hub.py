@@ -219,7 +219,8 @@ def test_hub_snapshot_with_every_format_fetches_only_the_sharded_safetensors(tmp
     reference.save_pretrained(repo_dir, max_shard_size="20KB")
     other = hf_bert(seed=5)  # different weights in the other formats: reading them would show
     torch.save(other.state_dict(), repo_dir / "pytorch_model.bin")
-    flax_like = {"embeddings": {"word_embeddings": {"embedding": other.embeddings.word_embeddings.weight.detach().numpy()}}}
+    table = other.embeddings.word_embeddings.weight.detach().numpy()
+    flax_like = {"embeddings": {"word_embeddings": {"embedding": table}}}
     (repo_dir / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(flax_like))
     shards = sorted(set(json.loads((repo_dir / "model.safetensors.index.json").read_text())["weight_map"].values()))
     assert len(shards) > 1
@@ -232,3 +233,17 @@ def test_hub_snapshot_with_every_format_fetches_only_the_sharded_safetensors(tmp
     hub.log.clear()
     assert_same_outputs(jaxformers.BertModel.from_pretrained(REPO, local_files_only=True), reference)
     assert hub.log == []
+
+
+def test_bpe_tokenizers_resolve_hub_repo_ids(tmp_path, hub, monkeypatch):
+    """GPT-2's tokenizer from a repo id (vocab.json + merges.txt fetched into the cache), then offline."""
+    repo_dir = tmp_path / "hub" / "some-org" / "tiny-gpt2"
+    repo_dir.mkdir(parents=True)
+    vocab = {token: index for index, token in enumerate(["h", "e", "l", "o", "Ġ", "he", "ll", "hell", "Ġh"])}
+    (repo_dir / "vocab.json").write_text(json.dumps(vocab))
+    (repo_dir / "merges.txt").write_text("#version: 0.2\nh e\nl l\nhe ll\nĠ h\n", encoding="utf-8")
+    tokenizer = jaxformers.GPT2Tokenizer.from_pretrained("some-org/tiny-gpt2")
+    assert tokenizer.encode("hello hello") == [7, 3, 4, 7, 3]  # hell o, Ġ hell o (merge ranks h-e, l-l, he-ll)
+    assert {path.rsplit("/", 1)[1] for path in hub.requests} == {"vocab.json", "merges.txt"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert jaxformers.GPT2Tokenizer.from_pretrained("some-org/tiny-gpt2").encode("hello") == [7, 3]
