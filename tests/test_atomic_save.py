@@ -282,3 +282,31 @@ def test_a_failed_save_leaves_the_directory_untouched(tmp_path):
         atomic_save.replace_files(directory / "config.json", {"x": lambda s: None})
     with pytest.raises(ValueError, match="invalid file name"):
         atomic_save.replace_files(directory, {"../escape": lambda s: None})
+
+
+def test_output_dir_claims_accept_an_interrupted_run_and_refuse_results(tmp_path):
+    from jaxformers.training import claim_output_dir, release_output_dir
+    from jaxformers.training.checkpoint import RUN_MARKER
+
+    fresh = tmp_path / "fresh"
+    claim_output_dir(fresh, "test")
+    assert (fresh / RUN_MARKER).is_file()
+    # Killed during the final save: a partial model, the save's staging directory, the marker. Accepted.
+    (fresh / "config.json").write_text("{}")
+    (fresh / atomic_save.STAGING_DIR).mkdir()
+    claim_output_dir(fresh, "test")
+    release_output_dir(fresh)
+    assert not (fresh / RUN_MARKER).exists()
+    # Finished: its results are protected.
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        claim_output_dir(fresh, "test")
+    # An interrupted run from before the marker existed: only checkpoints. Accepted.
+    old_style = tmp_path / "old"
+    (old_style / "checkpoints").mkdir(parents=True)
+    claim_output_dir(old_style)
+    # Someone else's files: refused.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "eval_results.txt").write_text("acc = 1.0\n")
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        claim_output_dir(other)
