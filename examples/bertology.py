@@ -381,6 +381,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, dirs=[("--data_dir", args.data_dir)], output_dirs=[("--output_dir", args.output_dir)],
+                models=[("--model_name_or_path", args.model_name_or_path)])
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     task_name = args.task_name.lower()

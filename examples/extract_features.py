@@ -166,11 +166,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="examples per forward pass")
     parser.add_argument("--model_parallel", type=int, default=1,
                         help="split the model over N devices (tensor parallelism: heads, MLP columns, vocabulary)")
+    from jaxformers.training.bucketing import add_bucketing_arguments
+
+    add_bucketing_arguments(parser, grouping=False)  # each batch padded to its length bucket, not max_seq_length
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, files=[("--input_file", args.input_file)], models=[("--bert_model", args.bert_model)])
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s -   %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     if args.max_seq_length < 3:
@@ -195,10 +202,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise ValueError(f"no examples in {args.input_file!r}")
     features = convert_examples_to_features(examples, args.max_seq_length, tokenizer)
     compute = make_feature_fn(model, layer_indexes)
+    from jaxformers.training.bucketing import Bucketer
+
+    bucketer = Bucketer.from_args(args)
 
     with open(args.output_file, "w", encoding="utf-8") as writer:
         for chunk, input_ids, input_mask in batches(features, args.batch_size):
-            values = np.asarray(compute(input_ids, input_mask))  # [layers, batch, seq, hidden]
+            trimmed = bucketer.trim({"input_ids": input_ids, "input_mask": input_mask})
+            values = np.asarray(compute(trimmed["input_ids"], trimmed["input_mask"]))  # [layers, batch, bucket, hidden]
             for row, feature in enumerate(chunk):
                 writer.write(feature_json(feature, layer_indexes, values[:, row]) + "\n")
     logger.info("wrote features of %d examples to %s", len(features), args.output_file)

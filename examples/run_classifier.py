@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that `import glue
 
 import glue
 
+from jaxformers.arguments import check_paths
 from jaxformers.models.bert import BertForSequenceClassification
 from jaxformers.optimization import BertAdam, get_schedule, weight_decay_mask
 from jaxformers.tokenizers.bert import BertTokenizer
@@ -105,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("at least one of --do_train and --do_eval is required")
     if args.task_name.lower() not in glue.PROCESSORS:
         parser.error(f"unknown --task_name {args.task_name!r}; choose one of {sorted(glue.PROCESSORS)}")
+    # Before any model loads or the output directory is created: a typo must leave nothing behind.
+    check_paths(parser, dirs=[("--data_dir", args.data_dir)], output_dirs=[("--output_dir", args.output_dir)],
+                models=[("--bert_model", args.bert_model)])
     return args
 
 

@@ -167,6 +167,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, files=[("--train_dataset", args.train_dataset), ("--eval_dataset", args.eval_dataset)],
+                output_dirs=[("--output_dir", args.output_dir)], models=[("--model_name", args.model_name)])
     if not args.do_train and not args.do_eval:
         raise ValueError("at least one of --do_train or --do_eval must be given")
     if not args.output_dir:

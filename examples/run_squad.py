@@ -18,7 +18,10 @@ Besides the reference's flags: ``--bf16``, ``--fsdp``, ``--remat``, ``--scan_lay
 after interruption) and the multi-host flags. Differences from the reference: the learning-rate schedule's
 length is the real number of optimizer steps (the reference counted questions rather than windows, so its
 schedule could reach zero early); a last, partial batch is padded with rows that carry no weight in the loss;
-features are not cached to a pickle next to the training file.
+features are not cached to a pickle next to the training file; each batch is padded to its length bucket rather
+than to ``--max_seq_length`` (``--pad_to max_seq_length`` restores that; ``--group_by_length`` batches similar
+lengths), and so that the loss does not depend on how far a batch is padded, the start/end softmax leaves out the
+padding positions (the reference's includes them).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predict_file", default=None, type=str,
                         help="SQuAD json for predictions, e.g. dev-v1.1.json or test-v1.1.json")
     add_training_arguments(parser)
+    from jaxformers.training.bucketing import add_bucketing_arguments
+
+    add_bucketing_arguments(parser)
     parser.set_defaults(max_seq_length=384)
     group = parser.add_argument_group("SQuAD")
     group.add_argument("--doc_stride", default=128, type=int,
@@ -92,11 +98,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("--output_dir is required")
     if args.max_seq_length < 8 or args.doc_stride < 1 or args.max_query_length < 1:
         raise SystemExit("--max_seq_length must be >= 8, --doc_stride and --max_query_length >= 1")
-    if args.do_train and os.path.isdir(args.output_dir):
-        # A previous run's checkpoints are welcome (resume); anything else would be overwritten.
-        leftovers = set(os.listdir(args.output_dir)) - {"checkpoints"}
-        if leftovers:
-            raise SystemExit(f"Output directory ({args.output_dir}) already exists and is not empty.")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -113,14 +114,18 @@ def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
     return out
 
 
-def train_batches(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int
-                  ) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int,
+                  group_by_length: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """Shuffled global batches of ``batch_size`` rows, epoch after epoch (same order for the same seed, which
-    checkpoint resumption relies on); the last batch of an epoch is padded with zero-weight rows."""
+    checkpoint resumption relies on); the last batch of an epoch is padded with zero-weight rows. With
+    ``group_by_length``, each batch holds rows of similar length (``input_mask``)."""
+    from jaxformers.training.bucketing import example_lengths, length_grouped_order
+
     rows = len(next(iter(arrays.values())))
     shuffler = np.random.default_rng(seed)
+    lengths = example_lengths(arrays["input_mask"]) if group_by_length else None
     for _ in range(epochs):
-        order = shuffler.permutation(rows)
+        order = shuffler.permutation(rows) if lengths is None else length_grouped_order(lengths, batch_size, shuffler)
         for start in range(0, rows, batch_size):
             chosen = order[start:start + batch_size]
             yield pad_rows({name: value[chosen] for name, value in arrays.items()}, batch_size)
@@ -144,6 +149,9 @@ def squad_loss(model: Any, batch: dict[str, Any], dropout_rng: Any) -> Any:
 
     start_logits, end_logits = model(batch["input_ids"], batch["segment_ids"], batch["input_mask"],
                                      dropout_rng=dropout_rng)  # [batch, seq] each
+    # Padding positions take no part in the softmax, so the loss is the same at any padded length.
+    real = batch["input_mask"] > 0
+    start_logits, end_logits = (jnp.where(real, x.astype(jnp.float32), -1e30) for x in (start_logits, end_logits))
     seq = start_logits.shape[1]
     weight = batch["example_weight"]
     losses = []
@@ -183,7 +191,7 @@ def bert_adam_without_pooler(learning_rate: float, warmup: float, t_total: float
 
 
 def predict_raw_results(eval_step: Any, state: Any, context: Any, features: Sequence[squad.SquadFeatures],
-                        batch_size: int) -> list[squad.RawResult]:
+                        batch_size: int, bucketer: Any = None) -> list[squad.RawResult]:
     """Start/end logits for every feature, in batches of ``batch_size`` (the last one padded)."""
     from tqdm.auto import tqdm
 
@@ -196,6 +204,8 @@ def predict_raw_results(eval_step: Any, state: Any, context: Any, features: Sequ
         real = len(chunk["input_ids"])
         padded = pad_rows(chunk, batch_size)
         del padded["example_weight"]
+        if bucketer is not None:
+            padded = bucketer.trim(padded)
         start_logits, end_logits = eval_step(state, context.shard_batch(host_share(padded)))
         start_logits = np.asarray(start_logits)[:real]
         end_logits = np.asarray(end_logits)[:real]
@@ -214,17 +224,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the script; returns what it computed (``train_history``, ``eval_results``, ``predictions``) for
     callers that import it."""
     args = build_parser().parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, files=[("--train_file", args.train_file), ("--predict_file", args.predict_file)],
+                output_dirs=[("--output_dir", args.output_dir)], models=[("--bert_model", args.bert_model)])
     check_args(args)
 
     from jaxformers.models.bert import BertForQuestionAnswering
     from jaxformers.optimization import WarmupLinearSchedule
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import (
+        claim_output_dir,
         create_train_state,
         make_eval_step,
         make_train_step,
         model_from_state,
         model_overrides,
+        release_output_dir,
         setup_run,
         train_loop,
         write_eval_results,
@@ -232,6 +249,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     setup = setup_run(args)
     precision, mesh, is_main = setup.precision, setup.mesh, setup.is_main
+    if args.do_train:
+        # Results of another run are never overwritten; what an interrupted run of ours left (checkpoints, a
+        # save killed half-way) is resumed.
+        try:
+            claim_output_dir(args.output_dir, "run_squad")
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     predict_batch_size = setup.round_up(args.predict_batch_size)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -262,8 +286,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                             fsdp=args.fsdp, optimize_on_cpu=args.optimize_on_cpu)
         step = make_train_step(context, squad_loss, tx, precision=precision,
                                grad_accum_steps=args.gradient_accumulation_steps)
-        batches = train_batches(squad.features_to_arrays(train_features, is_training=True), args.train_batch_size,
-                                epochs, args.seed)
+        from jaxformers.training.bucketing import Bucketer, CompileLog
+
+        step = CompileLog(step, "train step")  # logs each length bucket's compilation
+        batches = Bucketer.from_args(args).trim_all(train_batches(
+            squad.features_to_arrays(train_features, is_training=True), args.train_batch_size, epochs, args.seed,
+            args.group_by_length))
         checkpoint_dir = os.path.join(args.output_dir, "checkpoints") if args.checkpoint_every else None
         state, history = train_loop(step, state, batches, num_steps=num_steps, context=context,
                                     checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
@@ -292,7 +320,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logger.info("  Num split examples = %d", len(eval_features))
         logger.info("  Batch size = %d", predict_batch_size)
         eval_step = make_eval_step(context, squad_logits)
-        results = predict_raw_results(eval_step, state, context, eval_features, predict_batch_size)
+        from jaxformers.training.bucketing import Bucketer
+
+        results = predict_raw_results(eval_step, state, context, eval_features, predict_batch_size,
+                                      Bucketer.from_args(args))
 
         output = Path(args.output_dir)
         null_odds_file = output / "null_odds.json" if args.version_2_with_negative else None
@@ -317,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             write_eval_results(args.output_dir, metrics)
         else:
             logger.info("%s has no gold answers: skipping the EM/F1 evaluation", args.predict_file)
+    if args.do_train:
+        release_output_dir(args.output_dir)
     return outputs
 
 

@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bert_model", default=None, type=str, required=True,
                         help="Shortcut name (bert-base-uncased, ...) or a directory written by save_pretrained.")
     add_training_arguments(parser)
+    from jaxformers.training.bucketing import add_bucketing_arguments
+
+    add_bucketing_arguments(parser)  # batches padded to their length bucket; --group_by_length
     parser.add_argument("--no_cuda", action="store_true", help="Run on the CPU even if an accelerator is present.")
     return parser
 
@@ -196,12 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the script; returns ``train_history`` and ``eval_results`` for callers that import it."""
     args = build_parser().parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, dirs=[("--data_dir", args.data_dir)], output_dirs=[("--output_dir", args.output_dir)],
+                models=[("--bert_model", args.bert_model)])
     if not args.do_train and not args.do_eval:
         raise SystemExit("At least one of `do_train` or `do_eval` must be True.")
     if not args.output_dir:
         raise SystemExit("--output_dir is required")
-    if args.do_train and os.path.isdir(args.output_dir) and set(os.listdir(args.output_dir)) - {"checkpoints"}:
-        raise SystemExit(f"Output directory ({args.output_dir}) already exists and is not empty.")
 
     import jax
     from tqdm.auto import tqdm
@@ -210,12 +216,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from jaxformers.optimization import WarmupLinearSchedule
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import (
+        claim_output_dir,
         create_train_state,
         host_share,
         make_eval_step,
         make_train_step,
         model_from_state,
         model_overrides,
+        release_output_dir,
         setup_run,
         train_loop,
         write_eval_results,
@@ -223,6 +231,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     setup = setup_run(args)
     precision, mesh = setup.precision, setup.mesh
+    if args.do_train:
+        # Results of another run are never overwritten; what an interrupted run of ours left (checkpoints, a
+        # save killed half-way) is resumed.
+        try:
+            claim_output_dir(args.output_dir, "run_swag")
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     eval_batch_size = setup.round_up(args.eval_batch_size)
     os.makedirs(args.output_dir, exist_ok=True)
 
@@ -250,8 +265,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                             fsdp=args.fsdp, optimize_on_cpu=args.optimize_on_cpu)
         step = make_train_step(context, swag_loss, tx, precision=precision,
                                grad_accum_steps=args.gradient_accumulation_steps)
-        batches = train_batches(features_to_arrays(train_features, with_labels=True), args.train_batch_size, epochs,
-                                args.seed)
+        from jaxformers.training.bucketing import Bucketer, CompileLog
+
+        step = CompileLog(step, "train step")  # logs each length bucket's compilation
+        batches = Bucketer.from_args(args).trim_all(train_batches(
+            features_to_arrays(train_features, with_labels=True), args.train_batch_size, epochs, args.seed,
+            args.group_by_length))
         checkpoint_dir = os.path.join(args.output_dir, "checkpoints") if args.checkpoint_every else None
         state, history = train_loop(step, state, batches, num_steps=num_steps, context=context,
                                     checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every,
@@ -281,12 +300,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         logger.info("  Batch size = %d", eval_batch_size)
         arrays = features_to_arrays(eval_features, with_labels=True)
         eval_step = make_eval_step(context, swag_scores)
+        from jaxformers.training.bucketing import Bucketer
+
+        bucketer = Bucketer.from_args(args)
         batch_losses, correct = [], 0
         for start in tqdm(range(0, len(eval_features), eval_batch_size), desc="Evaluating", unit="batch"):
             chunk = {name: value[start:start + eval_batch_size] for name, value in arrays.items()}
             real = len(chunk["labels"])
             padded = pad_rows(chunk, eval_batch_size)
             del padded["example_weight"]
+            padded = bucketer.trim(padded)
             logits, nll = eval_step(state, context.shard_batch(host_share(padded)))
             logits, nll = np.asarray(logits)[:real], np.asarray(nll)[:real]
             # As the reference: the mean of per-batch mean losses, and accuracy over all examples.
@@ -298,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results["loss"] = train_loss
         outputs["eval_results"] = results
         write_eval_results(args.output_dir, results)
+    if args.do_train:
+        release_output_dir(args.output_dir)
     return outputs
 
 

@@ -55,6 +55,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("ext_len", "mem_len"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    from jaxformers.arguments import check_paths
+
+    check_paths(parser, output_dirs=[("--work_dir", args.work_dir)],
+                models=[("--model_name", args.model_name), ("--corpus", args.corpus)])
     return args
 
 
@@ -83,11 +87,8 @@ def format_log(loss: float, split: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    work_dir = Path(args.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(work_dir / "log.txt")], force=True)
-    logger.info("%s", vars(args))
+    log_format = logging.Formatter("%(asctime)s - %(name)s - %(message)s")
+    logging.basicConfig(level=logging.INFO, format=log_format._fmt, handlers=[logging.StreamHandler()], force=True)
 
     from jaxformers.models.transfo_xl import TransfoXLLMHeadModel, make_eval_step
     from jaxformers.tokenizers.transfo_xl import TransfoXLCorpus
@@ -95,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     corpus = TransfoXLCorpus.from_pretrained(args.corpus or args.model_name)
     model = place_model(TransfoXLLMHeadModel.from_pretrained(args.model_name), args)
+    # Only now, with the corpus and model loaded, does the run leave files: a failed start creates no work_dir.
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_file = logging.FileHandler(work_dir / "log.txt")
+    log_file.setFormatter(log_format)
+    logging.getLogger().addHandler(log_file)
+    logger.info("%s", vars(args))
     if len(corpus.vocab) != model.config.n_token:
         raise ValueError(f"the corpus vocabulary has {len(corpus.vocab)} symbols but the model has n_token="
                          f"{model.config.n_token}: they do not belong together")

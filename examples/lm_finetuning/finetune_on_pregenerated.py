@@ -93,10 +93,16 @@ def count_data_epochs(data_dir: Path, epochs: int) -> tuple[int, list[int]]:
     return available, sizes
 
 
-def shuffled_batches(arrays: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator
-                     ) -> Iterator[dict[str, np.ndarray]]:
-    """Random full batches (the remainder is dropped so that every step has the compiled shape)."""
-    order = rng.permutation(len(arrays["input_ids"]))
+def shuffled_batches(arrays: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator,
+                     group_by_length: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Random full batches (the remainder is dropped so that every step has a full batch); with
+    ``group_by_length``, each of rows of similar length."""
+    from jaxformers.training.bucketing import example_lengths, length_grouped_order
+
+    if group_by_length:
+        order = length_grouped_order(example_lengths(arrays["input_mask"]), batch_size, rng)
+    else:
+        order = rng.permutation(len(arrays["input_ids"]))
     for start in range(0, len(order) - batch_size + 1, batch_size):
         rows = order[start:start + batch_size]
         yield {name: value[rows] for name, value in arrays.items()}
@@ -109,7 +115,10 @@ def add_lm_arguments(parser: argparse.ArgumentParser) -> None:
     """The shared training flags, with the LM scripts' defaults."""
     from jaxformers.training import add_training_arguments
 
+    from jaxformers.training.bucketing import add_bucketing_arguments
+
     add_training_arguments(parser)
+    add_bucketing_arguments(parser)  # each batch padded to its length bucket, not --max_seq_length
     parser.set_defaults(learning_rate=3e-5)
 
 
@@ -140,6 +149,10 @@ def train_pretraining(model, batches: Iterable[dict[str, np.ndarray]], num_steps
                                         optimize_on_cpu=args.optimize_on_cpu)
     step = make_train_step(context, pretraining_loss, tx, precision=precision,
                            grad_accum_steps=args.gradient_accumulation_steps)
+    from jaxformers.training.bucketing import Bucketer, CompileLog
+
+    step = CompileLog(step, "train step")  # logs each length bucket's compilation
+    batches = Bucketer.from_args(args).trim_all(batches)
     schedule = get_schedule("warmup_linear", warmup=args.warmup_proportion, t_total=num_steps)
     checkpoint_dir = os.path.join(args.output_dir, "checkpoints") if args.checkpoint_every else None
     state, history = train_loop(
@@ -198,11 +211,16 @@ def epoch_batches(args: argparse.Namespace, tokenizer, num_data_epochs: int) -> 
     for epoch in range(args.num_train_epochs):
         arrays = load_epoch(args.pregenerated_data, epoch % num_data_epochs, tokenizer)
         rng = np.random.default_rng([args.seed, epoch])
-        yield from shuffled_batches(arrays, args.train_batch_size, rng)
+        yield from shuffled_batches(arrays, args.train_batch_size, rng, getattr(args, "group_by_length", False))
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, dirs=[("--pregenerated_data", args.pregenerated_data)],
+                output_dirs=[("--output_dir", args.output_dir)], models=[("--bert_model", args.bert_model)])
     check_training_args(args)
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import setup_run

@@ -278,6 +278,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, files=[("--train_corpus", args.train_corpus)], output_dirs=[("--output_dir", args.output_dir)],
+                models=[("--bert_model", args.bert_model)])
     if args.num_workers > 1 and args.reduce_memory:
         raise ValueError("--num_workers > 1 cannot be combined with --reduce_memory (the shelf is per process)")
     if args.max_seq_len < 5:

@@ -160,8 +160,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    # Before any model loads or any file is written: a typo must cost nothing and leave nothing behind.
+    from jaxformers.arguments import check_paths
+
+    check_paths(None, files=[("--train_corpus", args.train_corpus)], output_dirs=[("--output_dir", args.output_dir)],
+                models=[("--bert_model", args.bert_model)])
     if not args.do_train:
         raise ValueError("nothing to do: pass --do_train")
+    if args.group_by_length:  # its sentence pairs are drawn while batching: no lengths to group by beforehand
+        raise ValueError("--group_by_length is not available here: pregenerate the data (pregenerate_training_data.py)"
+                         " and use finetune_on_pregenerated.py --group_by_length")
     check_training_args(args)
     from jaxformers.tokenizers.bert import BertTokenizer
     from jaxformers.training import setup_run

@@ -380,9 +380,11 @@ class BPETokenizerBase(BatchCallMixin):
             resolved_vocab_file = cached_path(vocab_file, **dataclasses.asdict(hub))
             resolved_merges_file = cached_path(merges_file, **dataclasses.asdict(hub))
         except OSError as error:
+            # Say which kind of name it was: a shortcut name whose files could not be fetched is not "unknown".
+            kind = ("the shortcut name's files" if name in cls.pretrained_vocab_files else
+                    f"it is not a shortcut name ({', '.join(cls.pretrained_vocab_files)}) and the files")
             raise OSError(
-                f"cannot load a {cls.__name__} from {name!r}: it is not a shortcut name "
-                f"({', '.join(cls.pretrained_vocab_files)}) and the files {vocab_file!r} and {merges_file!r} "
+                f"cannot load a {cls.__name__} from {name!r}: {kind} {vocab_file!r} and {merges_file!r} "
                 f"could not be found or downloaded ({error})") from error
         logger.info("loading vocabulary file %s (local: %s)", vocab_file, resolved_vocab_file)
         logger.info("loading merges file %s (local: %s)", merges_file, resolved_merges_file)
@@ -508,6 +510,11 @@ class GPT2Tokenizer(BPETokenizerBase):
         self._piece_ids.clear()
         self._token_bytes = dict(self._base_token_bytes)
         self._token_bytes.update({index: token.encode("utf-8") for index, token in self.special_tokens_decoder.items()})
+
+    def clear_cache(self) -> None:
+        """Forget memoised pre-token results (bounded anyway); for benchmarks of a tokenizer seeing new text."""
+        self._piece_tokens.clear()
+        self._piece_ids.clear()
 
     def bpe(self, token: str) -> str:
         """BPE of one pre-token already written in byte symbols; tokens joined by spaces (0.6.x API)."""
