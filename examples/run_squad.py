@@ -98,6 +98,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise SystemExit("--output_dir is required")
     if args.max_seq_length < 8 or args.doc_stride < 1 or args.max_query_length < 1:
         raise SystemExit("--max_seq_length must be >= 8, --doc_stride and --max_query_length >= 1")
+    if args.do_train:
+        from jaxformers.training.checkpoint import check_output_dir
+
+        try:  # before anything loads; main() claims the directory once the devices are set up
+            check_output_dir(args.output_dir)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -208,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("At least one of `do_train` or `do_eval` must be True.")
     if not args.output_dir:
         raise SystemExit("--output_dir is required")
+    if args.do_train:
+        from jaxformers.training.checkpoint import check_output_dir
+
+        try:  # before anything loads; claimed below once the devices are set up
+            check_output_dir(args.output_dir)
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
 
     import jax
     from tqdm.auto import tqdm

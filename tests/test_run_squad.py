@@ -241,9 +241,10 @@ def test_argument_errors(tiny_bert, tmp_path):
         run_squad.main(["--bert_model", str(tiny_bert), "--output_dir", str(tmp_path), "--do_train"])
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "something").write_text("x")
+    (tmp_path / "train.json").write_text('{"data": []}')  # exists: the paths are checked first
     with pytest.raises(SystemExit, match="already exists and is not empty"):
         run_squad.main(["--bert_model", str(tiny_bert), "--output_dir", str(tmp_path / "busy"), "--do_train",
-                        "--train_file", "x.json"])
+                        "--train_file", str(tmp_path / "train.json")])
 
 
 def test_help_lists_the_reference_flags():

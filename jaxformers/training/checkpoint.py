@@ -178,6 +178,19 @@ def restore_checkpoint(directory: str | os.PathLike, state_template: TrainState,
 RUN_MARKER = ".jaxformers-run-in-progress"
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """The test of :func:`claim_output_dir` alone (no marker written, no JAX backend started): a ValueError for a
+    directory holding results, nothing for a new, empty or interrupted one."""
+    from ..atomic_save import is_save_internal
+
+    output_dir = Path(output_dir)
+    if output_dir.is_dir():
+        contents = {entry.name for entry in output_dir.iterdir() if not is_save_internal(entry.name)}
+        interrupted = RUN_MARKER in contents or contents <= {"checkpoints"}
+        if contents and not interrupted:
+            raise ValueError(f"Output directory ({output_dir}) already exists and is not empty.")
+
+
 def claim_output_dir(output_dir: str | os.PathLike, description: str = "") -> None:
     """Refuse to train into a directory holding results (the reference scripts' rule), except one an interrupted
     run left: it holds our in-progress marker, or only ``checkpoints``; then mark it as this run's.
@@ -187,14 +200,8 @@ def claim_output_dir(output_dir: str | os.PathLike, description: str = "") -> No
     """
     import jax
 
-    from ..atomic_save import is_save_internal
-
+    check_output_dir(output_dir)
     output_dir = Path(output_dir)
-    if output_dir.is_dir():
-        contents = {entry.name for entry in output_dir.iterdir() if not is_save_internal(entry.name)}
-        interrupted = RUN_MARKER in contents or contents <= {"checkpoints"}
-        if contents and not interrupted:
-            raise ValueError(f"Output directory ({output_dir}) already exists and is not empty.")
     if jax.process_index() == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(output_dir / RUN_MARKER, "w") as stream:
