@@ -244,6 +244,18 @@ SCRIPT = textwrap.dedent(
                 out[f"bert_{layout}_word"] = spec(state, "bert", "embeddings", "word_embeddings", "weight")
             else:
                 out[f"gpt2_{layout}_c_fc"] = spec(state, "transformer", "h", "mlp", "c_fc", "weight")
+
+    # Inference with --model_parallel (place_model): the GPT-2 split over 4 devices gives the same logits and the
+    # same greedy generation as the model on one device.
+    from jaxformers.generation import Generator
+    from jaxformers.training import shard_model
+    plain, split = gpt2(), shard_model(gpt2(), make_mesh(1, 4))
+    ids = np.arange(1, 9, dtype=np.int32)[None].repeat(2, 0)
+    out["tp_logits"] = float(np.abs(np.asarray(plain(ids)[0]) - np.asarray(split(ids)[0])).max())
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    generated = [np.asarray(Generator(model)(prompts, max_new_tokens=4)).tolist() for model in (plain, split)]
+    out["tp_generate_equal"] = generated[0] == generated[1]
+    out["tp_c_fc"] = [axis for axis in split.transformer.h.mlp.c_fc.weight[...].sharding.spec]
     print("RESULT", json.dumps(out))
     """
 )
@@ -286,3 +298,10 @@ def test_parameters_are_laid_out_by_the_rules_table(eight_devices):
     # Scanned GPT-2: the stacked layer axis stays whole.
     assert eight_devices["gpt2_data4_model2_c_fc"] == [None, None, "model"]
     assert eight_devices["gpt2_data2_model4_fsdp_c_fc"] == [None, "data", "model"]
+
+
+@pytest.mark.slow
+def test_inference_split_over_the_model_axis_matches_one_device(eight_devices):
+    assert eight_devices["tp_c_fc"] == [None, None, "model"]
+    assert eight_devices["tp_logits"] <= 1e-5
+    assert eight_devices["tp_generate_equal"]
