@@ -5,7 +5,7 @@ The files are switched into the directory all at once by :mod:`jaxformers.atomic
 
 * ``config.json``: the 0.6.x fields plus ``model_type``, ``architectures``, ``num_labels``/``id2label``/
   ``label2id`` and ``dtype``/``torch_dtype``, so ``transformers.AutoModel*`` builds the right class.
-* ``flax_model.msgpack``: our own layout (always written; jaxformers loads it first).
+* ``flax_model.msgpack``: our own layout, always written, with every parameter (the unused pooler included).
 * ``model.safetensors`` (``safetensors=True``) or ``model-0000k-of-0000n.safetensors`` +
   ``model.safetensors.index.json`` (``max_shard_size=``): the layout transformers saves, i.e. the PyTorch keys
   with tied weights stored once (the tied copy is dropped, as transformers does), buffers dropped, and the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from . import atomic_save
+from .atomic_save import Writer
 
 if TYPE_CHECKING:
     from .modeling_utils import PreTrainedModel
@@ -170,7 +172,7 @@ def shard_arrays(arrays: Mapping[str, np.ndarray], max_bytes: int) -> list[dict[
     return shards
 
 
-def _safetensors_writer(arrays: Mapping[str, np.ndarray]):
+def _safetensors_writer(arrays: Mapping[str, np.ndarray]) -> Writer:
     from safetensors.numpy import save
 
     # transformers refuses safetensors files without format metadata; np.array copies break tied aliasing.
@@ -178,16 +180,16 @@ def _safetensors_writer(arrays: Mapping[str, np.ndarray]):
     return lambda stream: stream.write(payload)
 
 
-def _bytes_writer(payload: bytes):
+def _bytes_writer(payload: bytes) -> Writer:
     return lambda stream: stream.write(payload)
 
 
-def safetensors_files(arrays: Mapping[str, np.ndarray], max_shard_size: int | str | None) -> dict[str, Any]:
+def safetensors_files(arrays: Mapping[str, np.ndarray], max_shard_size: int | str | None) -> dict[str, Writer]:
     """``{file name: writer}``: one ``model.safetensors``, or shards plus the index in transformers' layout."""
     shards = [dict(arrays)] if max_shard_size is None else shard_arrays(arrays, parse_shard_size(max_shard_size))
     if len(shards) == 1:
         return {SAFETENSORS_NAME: _safetensors_writer(shards[0])}
-    files: dict[str, Any] = {}
+    files: dict[str, Writer] = {}
     weight_map: dict[str, str] = {}
     for number, shard in enumerate(shards, start=1):
         name = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
@@ -199,7 +201,7 @@ def safetensors_files(arrays: Mapping[str, np.ndarray], max_shard_size: int | st
     return files
 
 
-def torch_bin_writer(model: "PreTrainedModel"):
+def torch_bin_writer(model: "PreTrainedModel") -> Writer:
     """Writer of the 0.6.x ``pytorch_model.bin`` (``torch.save`` of the state dict, tied copies included)."""
     try:
         import torch
@@ -220,7 +222,7 @@ def torch_bin_writer(model: "PreTrainedModel"):
     return write
 
 
-def save_model(model: "PreTrainedModel", directory, *, pytorch: bool = False, safetensors: bool = False,
+def save_model(model: "PreTrainedModel", directory: str | os.PathLike, *, pytorch: bool = False, safetensors: bool = False,
                max_shard_size: int | str | None = None) -> None:
     """Serialise ``model`` (everything is built in memory first) and switch its files into ``directory`` in one
     step; weight files of an earlier save that this one does not rewrite are removed in the same switch."""
@@ -229,7 +231,7 @@ def save_model(model: "PreTrainedModel", directory, *, pytorch: bool = False, sa
     from .modeling_utils import jaxformers_msgpack_tree, per_layer_params
 
     ours = {key: np.asarray(value) for key, value in per_layer_params(model).items()}
-    files: dict[str, Any] = {
+    files: dict[str, Writer] = {
         CONFIG_NAME: _bytes_writer((json.dumps(hf_config_dict(model), indent=2, sort_keys=True) + "\n").encode()),
         FLAX_WEIGHTS_NAME: _bytes_writer(serialization.msgpack_serialize(jaxformers_msgpack_tree(ours))),
     }
@@ -240,7 +242,7 @@ def save_model(model: "PreTrainedModel", directory, *, pytorch: bool = False, sa
     atomic_save.replace_files(directory, files, stale=lambda name: bool(_WEIGHT_FILE.match(name)))
 
 
-def save_torch_file(model: "PreTrainedModel", path) -> None:
+def save_torch_file(model: "PreTrainedModel", path: str | os.PathLike) -> None:
     """One ``pytorch_model.bin`` at ``path`` (atomic for that file)."""
     from .file_utils import atomic_write
 
