@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import tarfile
@@ -74,32 +75,24 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 
 
 def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A ``pytorch_model.bin`` without executing pickled code: ``torch.load(weights_only=True)`` where torch is
-    installed, else jaxformers' own restricted reader. Every entry must be a tensor (ValueError naming it)."""
+    """A ``pytorch_model.bin`` (zip or legacy ``torch.save`` layout) as numpy arrays, read by
+    :mod:`jaxformers.safe_pickle`: no pickled code runs, sizes are checked before anything is allocated (torch's
+    own ``weights_only`` loader allocates what a corrupt header claims), and torch is not needed. Every entry
+    must be a tensor (ValueError naming it); bfloat16 stays bfloat16 (ml_dtypes)."""
+    from .safe_pickle import load_pickled_data
+
     path = str(path)
     try:
-        import torch
-    except ImportError:
-        torch = None
-    try:
-        if torch is not None:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            from .safe_pickle import load_pickled_data
-
-            state = load_pickled_data(path)
-    except Exception as error:  # UnpicklingError, RuntimeError... for unsafe or corrupt files
+        state = load_pickled_data(path)
+    except pickle.UnpicklingError as error:  # unsafe, corrupt or oversized; the message names the file
         raise OSError(f"cannot read PyTorch weights {path!r} safely: {error}") from error
     if not isinstance(state, Mapping):
         raise ValueError(f"{path!r} holds a {type(state).__name__}, expected a state dict of tensors")
     arrays: dict[str, np.ndarray] = {}
     for key, value in state.items():
-        if torch is not None and isinstance(value, torch.Tensor):
-            arrays[key] = _torch_to_numpy(value)
-        elif isinstance(value, np.ndarray):
-            arrays[key] = value
-        else:
+        if not isinstance(value, np.ndarray):
             raise ValueError(f"{path!r}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        arrays[key] = value
     return arrays
 
 
@@ -111,6 +104,8 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with safe_open(str(path), framework="numpy") as reader:
             for key in reader.keys():
                 arrays[key] = reader.get_tensor(key)
+    except MemoryError:
+        raise
     except Exception as error:
         raise OSError(f"cannot read safetensors file {str(path)!r}: {error}") from error
     return arrays
@@ -122,6 +117,8 @@ def read_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with open(path, "rb") as reader:
         try:
             tree = serialization.msgpack_restore(reader.read())
+        except MemoryError:
+            raise
         except Exception as error:
             raise OSError(f"cannot read flax msgpack file {str(path)!r}: {error}") from error
     if not isinstance(tree, Mapping):

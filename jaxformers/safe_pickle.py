@@ -61,7 +61,8 @@ _TORCH_STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64), "FloatStorage": np.dtype(np.float32),
     "HalfStorage": np.dtype(np.float16), "LongStorage": np.dtype(np.int64), "IntStorage": np.dtype(np.int32),
     "ShortStorage": np.dtype(np.int16), "CharStorage": np.dtype(np.int8), "ByteStorage": np.dtype(np.uint8),
-    "BoolStorage": np.dtype(np.bool_),
+    "BoolStorage": np.dtype(np.bool_), "ComplexFloatStorage": np.dtype(np.complex64),
+    "ComplexDoubleStorage": np.dtype(np.complex128),
 }
 try:  # bfloat16 tensors: numpy has no bfloat16, ml_dtypes (a jax dependency) does
     import ml_dtypes
@@ -578,6 +579,13 @@ def _frombuffer(unpickler: RestrictedUnpickler, buffer: Any, dtype: Any, shape: 
     return _array_from_bytes(buffer, _as_dtype(dtype, "numpy _frombuffer"), shape, order == "F", unpickler._budget)
 
 
+def _rebuild_parameter(unpickler: RestrictedUnpickler, data: Any, requires_grad: Any = False,
+                       hooks: Any = None) -> Any:
+    if not isinstance(data, (np.ndarray, _PendingTensor)):
+        raise pickle.UnpicklingError(f"a torch Parameter wraps a {type(data).__name__}, expected a tensor")
+    return data
+
+
 def _record_reconstructor(unpickler: RestrictedUnpickler, cls: Any, base: Any, state: Any) -> Any:
     # copyreg._reconstructor, used by protocol 0/1 pickles for class instances: records only.
     if not isinstance(cls, _Record) or not (isinstance(base, _Inert) and base.name == "object") or state is not None:
@@ -595,6 +603,8 @@ def _safe_globals(records: Mapping[tuple[str, str], type]) -> dict[tuple[str, st
         ("numpy", "dtype"): _Callable("numpy.dtype", lambda unpickler, *args: _numpy_dtype(*args)),
         ("torch._utils", "_rebuild_tensor"): _Callable("_rebuild_tensor", RestrictedUnpickler.rebuild_tensor),
         ("torch._utils", "_rebuild_tensor_v2"): _Callable("_rebuild_tensor_v2", RestrictedUnpickler.rebuild_tensor),
+        # nn.Parameter (state dicts saved with keep_vars=True): the tensor it wraps
+        ("torch._utils", "_rebuild_parameter"): _Callable("_rebuild_parameter", _rebuild_parameter),
     }
     for module in ("builtins", "__builtin__"):  # __builtin__: pickles written by Python 2
         table[(module, "set")] = _Callable("set", _make_set(set))
@@ -831,8 +841,9 @@ def load_pickled_data(path: str | os.PathLike, *, records: Mapping[tuple[str, st
         if path in str(error):
             raise
         raise pickle.UnpicklingError(f"{path!r} is not a valid pickle/torch file: {error}") from None
-    except (zipfile.BadZipFile, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            UnicodeDecodeError, OverflowError, MemoryError, RecursionError, AssertionError, LookupError) as error:
+    except MemoryError:  # not a property of the file alone: the caller's to handle
+        raise
+    except Exception as error:  # a malformed file: struct.error, BadZipFile, EOFError, IndexError...
         raise pickle.UnpicklingError(
             f"{path!r} is not a valid pickle/torch file ({type(error).__name__}: {error})") from None
     return result
