@@ -310,3 +310,40 @@ def test_output_dir_claims_accept_an_interrupted_run_and_refuse_results(tmp_path
     (other / "eval_results.txt").write_text("acc = 1.0\n")
     with pytest.raises(ValueError, match="already exists and is not empty"):
         claim_output_dir(other)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_cache_entries_follow_the_umask(tmp_path, monkeypatch, umask, mode):
+    """Hub downloads (the Hugging Face cache layout) and plain-URL downloads alike."""
+    import functools
+    import http.server
+    import threading
+
+    from local_hub import LocalHub
+
+    from jaxformers.file_utils import cached_path, hub_file
+
+    for variable in ("JAXFORMERS_CACHE", "JAXFORMERS_ENDPOINT", "JAXFORMERS_OFFLINE", "HF_HUB_OFFLINE",
+                     "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    repo = tmp_path / "hub" / "some-org" / "tiny"
+    repo.mkdir(parents=True)
+    (repo / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(repo))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    previous = os.umask(umask)
+    try:
+        with LocalHub(tmp_path / "hub") as hub:
+            monkeypatch.setenv("HF_ENDPOINT", hub.url)
+            from_hub = Path(hub_file("some-org/tiny", "vocab.txt")).resolve()  # the blob behind the snapshot link
+        plain = Path(cached_path(f"http://127.0.0.1:{server.server_address[1]}/vocab.txt"))
+    finally:
+        os.umask(previous)
+        server.shutdown()
+        server.server_close()
+    assert from_hub.read_text() == "[PAD]\n[UNK]\n"
+    assert from_hub.stat().st_mode & 0o777 == mode
+    assert plain.stat().st_mode & 0o777 == mode

@@ -116,6 +116,8 @@ def save_checkpoint(directory: str | os.PathLike, state: TrainState, step: int, 
             stream.write(payload)
         for _, old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)
+        for leftover in Path(directory).glob(".checkpoint_*.tmp"):  # from a run killed while writing one
+            leftover.unlink(missing_ok=True)
         logger.info("saved train state at step %d to %s", step, path)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
