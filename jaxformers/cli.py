@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -69,7 +70,8 @@ def build_parser() -> Parser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     for command in COMMANDS.values():
-        sub = commands.add_parser(command.name, help=command.help, description=command.description or command.help,
+        sub = commands.add_parser(command.name, help=command.help,
+                                  description=plain_text(command.description or command.help),
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         command.configure(sub)
         # SUPPRESS: `jaxformers --debug parity` and `jaxformers parity --debug` both work.
@@ -77,6 +79,11 @@ def build_parser() -> Parser:
                          help="show the full traceback of an error")
         sub.set_defaults(run=command.run)
     return parser
+
+
+def plain_text(text: str) -> str:
+    """A docstring as a terminal shows it: ``name`` and :role:`name` (reStructuredText) become plain name."""
+    return re.sub(r"``([^`]+)``", r"\1", re.sub(r":[\w:]+:`~?([^`]+)`", r"\1", text))
 
 
 def _error_line(error: BaseException) -> str:

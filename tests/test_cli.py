@@ -56,7 +56,10 @@ def no_model_loads(monkeypatch):
 # --------------------------------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["parity", "--help"], ["convert", "--help"],
+cli.build_parser()  # fills the registry: every registered command (plan too) is held to the same standard
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in cli.COMMANDS),
                                   *(["convert", name, "--help"] for name in FORMATS)])
 def test_every_help_exits_0_and_reads_as_plain_text(capsys, argv):
     code, out, err = run_cli(capsys, *argv)
