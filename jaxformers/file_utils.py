@@ -204,8 +204,9 @@ def _not_cached_error(url: str, options: HubOptions, error: Exception) -> OSErro
     why = "offline mode is on" if options.offline else f"the hub could not be reached ({cause or error})"
     message = (f"{url} is not in the cache {str(options.cache_root)!r} and {why}. Download it once with network "
                f"access (or `hf download`), or pass a local directory instead of a hub name.")
-    # Offline with nothing cached: the file may well exist, so it is not a "missing file" for fallbacks.
-    return OSError(message) if not options.offline else HubFileMissing(message)
+    # Offline, a file absent from the cache is as good as missing: the search over weight formats moves on to
+    # the next name quietly. Online, the hub failed us: the caller warns before trying another name.
+    return HubFileMissing(message) if options.offline else OSError(message)
 
 
 def _verify_fresh_blob(path: str, url: str, started: float) -> None:
