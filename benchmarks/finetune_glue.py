@@ -60,6 +60,11 @@ def write_mrpc_like(data_dir: Path, words: list[str], train_rows: int, dev_rows:
         (data_dir / name).write_text("".join(lines), encoding="utf-8")
 
 
+def _figure(value: float) -> float:
+    """Four significant figures: fixed decimals rounded a slow run's figures to 0.0 (or apart from each other)."""
+    return float(f"{value:.4g}")
+
+
 def steady_steps_per_s(history: list[dict], batch_size: int) -> float | None:
     """Steps/s between the first tenth of the run and its end. The loop reports cumulative examples/s, with every
     batch padded to ``batch_size`` rows, so the seconds elapsed at a step are ``step * batch_size / examples/s``."""
@@ -135,11 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
                    "max_seq_length": args.max_seq_length, "epochs": args.epochs, "train_rows": args.train_rows,
                    "pad_to": args.pad_to},
         "steps": len(history),
-        "steps_per_s": round(steps_per_s, 3) if steps_per_s else None,
-        "examples_per_s": round(steps_per_s * args.train_batch_size, 1) if steps_per_s else None,
-        "first_steps_s": round(history[0]["step"] * args.train_batch_size / history[0]["examples_per_sec"], 2)
+        "steps_per_s": _figure(steps_per_s) if steps_per_s else None,
+        "examples_per_s": _figure(steps_per_s * args.train_batch_size) if steps_per_s else None,
+        "first_steps_s": _figure(history[0]["step"] * args.train_batch_size / history[0]["examples_per_sec"])
         if history else None,
-        "peak_memory_gb": round(stats["peak_bytes_in_use"] / 2**30, 2) if "peak_bytes_in_use" in stats else None,
+        "peak_memory_gb": _figure(stats["peak_bytes_in_use"] / 2**30) if "peak_bytes_in_use" in stats else None,
         "wall_s": round(wall_s, 1),
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": history[-1]["loss"] if history else None,

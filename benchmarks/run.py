@@ -325,7 +325,7 @@ class Devices:
         stats = self.jax_device.memory_stats()  # None on CPU
         if not stats or "peak_bytes_in_use" not in stats:
             return None
-        return round(stats["peak_bytes_in_use"] / 2**30, 3)
+        return _figure(stats["peak_bytes_in_use"] / 2**30)
 
     def torch_reset_peak(self) -> None:
         import torch
@@ -339,7 +339,7 @@ class Devices:
 
         if self.torch_device.type != "cuda":
             return None
-        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        return _figure(torch.cuda.max_memory_allocated() / 2**30)
 
 
 def _torch_bert(head: str, sizes: dict, device, dtype=None):
