@@ -684,9 +684,10 @@ def _unpickle(stream: Any, source: str, budget: _Budget, **options: Any) -> tupl
     return unpickler.load(), unpickler
 
 
-def _load_torch_zip(path: str, budget: _Budget) -> Any:
-    file_size = os.path.getsize(path)
-    with zipfile.ZipFile(path) as archive:
+def _load_torch_zip(mapped: Any, path: str, budget: _Budget) -> Any:
+    file_size = len(mapped)
+    # Over the mmap, not the file: a corrupt directory size makes a file object allocate it before reading.
+    with zipfile.ZipFile(_BytesReader(mapped)) as archive:
         members = {info.filename: info for info in archive.infolist()}
         pickles = [name for name in members if name.endswith("/data.pkl") or name == "data.pkl"]
         if len(pickles) != 1:
@@ -738,8 +739,15 @@ class _BytesReader:
     def tell(self) -> int:
         return self._position
 
-    def seek(self, position: int) -> None:
-        self._position = position
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._position, len(self._data))[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _read_legacy_storages(stream: _BytesReader, path: str, keys: Any, storages: dict[str, _Storage]) -> None:
@@ -803,12 +811,12 @@ def is_zip_file(path: str | os.PathLike) -> bool:
 
 
 def _load(path: str, budget: _Budget, options: dict[str, Any]) -> Any:
-    if is_zip_file(path):
-        return _load_torch_zip(path, budget)
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise pickle.UnpicklingError(f"{path!r} is empty")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if mapped[:len(_ZIP_MAGIC)] == _ZIP_MAGIC:
+                return _load_torch_zip(mapped, path, budget)
             stream = _BytesReader(mapped)
             first = _unpickle(stream, path, budget, **options)[0]
             if type(first) is int and first == _TORCH_MAGIC_NUMBER:
