@@ -139,7 +139,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--atol must be positive, got {args.atol}")
     checkpoint = args.checkpoint or default_checkpoint()
     directory = resolve_checkpoint(checkpoint)
-    config = read_config(directory) if directory is not None else {}
+    config = read_config(directory) if directory is not None else hub_config(checkpoint)
     family = family_of(config, checkpoint)
     model_class = args.model_class or class_from_config(config, family)
     if CLASSES[model_class][0] != family:
@@ -208,6 +208,21 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise UsageError(f"checkpoint config {str(path)!r} is not a JSON object")
     return config
+
+
+def hub_config(name: str) -> dict[str, Any]:
+    """config.json of a shortcut name or hub id (from the Hugging Face cache or the hub), or {} when it cannot be
+    had now: from_pretrained then reports what is missing, and the family falls back to the name."""
+    from .file_utils import cached_path, hub_repo_for, hub_url
+
+    repo = hub_repo_for(name)
+    if repo is None:
+        return {}
+    try:
+        config = json.loads(Path(cached_path(hub_url(repo, "config.json"))).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def family_of(config: dict[str, Any], checkpoint: str) -> str:

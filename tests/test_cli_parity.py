@@ -111,3 +111,20 @@ def test_tpu_topologies_stay_reachable_on_a_cpu_machine():
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "4"
+
+
+def test_parity_takes_a_hub_id_and_reads_the_class_from_its_config(capsys, checkpoints, tmp_path, monkeypatch):
+    import shutil
+
+    from local_hub import LocalHub
+
+    root = tmp_path / "hub"
+    shutil.copytree(checkpoints["gpt2"], root / "some-org" / "tiny-gpt2")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("JAXFORMERS_CACHE", raising=False)
+    with LocalHub(root) as hub:
+        monkeypatch.setenv("JAXFORMERS_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        code, out, err = run_parity(capsys, "some-org/tiny-gpt2", "--max-length", "12")
+    assert code == 0, out + err
+    assert "model: GPT2LMHeadModel" in out and "PARITY OK" in out
