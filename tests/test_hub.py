@@ -177,7 +177,7 @@ def test_transport_failure_falls_back_to_the_next_weights_file(tmp_path, hub, ca
     assert f"/{REPO}/resolve/main/pytorch_model.bin" in hub.requests
 
 
-def test_plain_url_downloads_are_checked_and_cached(tmp_path, hub, hf_env):
+def test_hub_file_urls_go_through_the_hub_cache(tmp_path, hub, hf_env):
     (tmp_path / "hub" / "files").mkdir(parents=True)
     (tmp_path / "hub" / "files" / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     # a hub file URL goes through the hub cache; the endpoint's resolve URLs are recognised
@@ -281,3 +281,20 @@ def test_real_minilm_in_a_shared_hf_cache_serves_transformers_and_jaxformers_off
     got = np.asarray(ours(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])[0][-1])
     real = batch["attention_mask"].astype(bool)
     assert np.abs(got - expected)[real].max() <= 1e-4
+
+
+def test_plain_url_downloads_are_atomic(tmp_path, hub, hf_env):
+    """Any other http(s) URL (here: the same server under another host name) is fetched once into <cache>/urls;
+    a transfer cut short is an OSError naming the URL and leaves nothing behind."""
+    (tmp_path / "hub" / "files").mkdir(parents=True)
+    (tmp_path / "hub" / "files" / "archive.bin").write_bytes(bytes(range(256)) * 64)
+    url = hub.url.replace("127.0.0.1", "localhost") + "/files/resolve/main/archive.bin"
+    hub.faults["archive.bin"] = "truncate-chunked"
+    with pytest.raises(OSError, match=url):
+        file_utils.cached_path(url)
+    assert not (hf_env / "urls").exists() or not any((hf_env / "urls").iterdir())
+    del hub.faults["archive.bin"]
+    path = file_utils.cached_path(url)
+    assert Path(path).parent == hf_env / "urls" and Path(path).read_bytes() == bytes(range(256)) * 64
+    hub.requests.clear()
+    assert file_utils.cached_path(url) == path and hub.requests == []  # served from the cache
