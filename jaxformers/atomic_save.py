@@ -128,6 +128,10 @@ def _roll_forward(directory: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise OSError(f"cannot finish the interrupted save in {str(directory)!r}: unreadable journal "
                       f"{str(journal_path)!r} ({error})") from error
+    # Loads run this: a planted journal must not move or delete anything outside the directory's own files.
+    bad = [name for name in install + remove if not _is_plain_name(name)]
+    if bad:
+        raise OSError(f"refusing the journal {str(journal_path)!r}: {bad[0]!r} is not a plain file name")
     for name in install:
         staged = commit / name
         if staged.exists():  # absent: installed before the kill
@@ -139,6 +143,12 @@ def _roll_forward(directory: Path) -> None:
     journal_path.unlink()
     shutil.rmtree(commit)
     _fsync_directory(directory)
+
+
+def _is_plain_name(name: object) -> bool:
+    """A file name directly inside the directory: no separator, not hidden, not ``.``/``..``."""
+    return (isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name
+            and "\\" not in name and "\0" not in name)
 
 
 def replace_files(directory: str | os.PathLike, writers: Mapping[str, Writer],
@@ -153,7 +163,7 @@ def replace_files(directory: str | os.PathLike, writers: Mapping[str, Writer],
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"cannot save into {str(directory)!r}: it is a file, not a directory")
     for name in writers:
-        if not name or "/" in name or name.startswith(".") or name in (JOURNAL_NAME,):
+        if not _is_plain_name(name) or name == JOURNAL_NAME:
             raise ValueError(f"invalid file name for a save: {name!r}")
     directory.mkdir(parents=True, exist_ok=True)
     with directory_lock(directory, exclusive=True):

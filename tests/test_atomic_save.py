@@ -264,6 +264,13 @@ def test_recovery_rolls_back_before_the_commit_and_forward_after(tmp_path):
     (commit / atomic_save.JOURNAL_NAME).write_text("{not json")
     with pytest.raises(OSError, match=r"unreadable journal .*journal\.json"):
         atomic_save.recover(directory)
+    # A planted journal (loads run recovery) cannot reach outside the directory.
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    (commit / atomic_save.JOURNAL_NAME).write_text(json.dumps({"install": [], "remove": ["../precious.txt"]}))
+    with pytest.raises(OSError, match=r"refusing the journal .*'\.\./precious\.txt' is not a plain file name"):
+        atomic_save.recover(directory)
+    assert outside.read_text() == "keep me"
 
 
 def test_a_failed_save_leaves_the_directory_untouched(tmp_path):
