@@ -101,6 +101,9 @@ def recover(directory: str | os.PathLike) -> str | None:
     """Finish (roll forward) or discard (roll back) a save killed in ``directory``; the caller holds the
     exclusive lock. Returns ``"rolled back"``, ``"rolled forward"`` or None when there was nothing to do."""
     directory = Path(directory)
+    for name in INTERNAL_NAMES:
+        if (directory / name).is_symlink():  # ours are real directories; a link could reach other files
+            raise OSError(f"refusing to recover {str(directory / name)!r}: it is a symbolic link")
     outcome = None
     staging = directory / STAGING_DIR
     if staging.exists():

@@ -271,6 +271,11 @@ def test_recovery_rolls_back_before_the_commit_and_forward_after(tmp_path):
     with pytest.raises(OSError, match=r"refusing the journal .*'\.\./precious\.txt' is not a plain file name"):
         atomic_save.recover(directory)
     assert outside.read_text() == "keep me"
+    shutil.rmtree(commit)
+    commit.symlink_to(tmp_path)
+    with pytest.raises(OSError, match="symbolic link"):
+        atomic_save.recover(directory)
+    assert outside.read_text() == "keep me"
 
 
 def test_a_failed_save_leaves_the_directory_untouched(tmp_path):
