@@ -8,8 +8,8 @@ Hugging Face tokenizers (transformers 5.x, Rust backend):
   ids are 0 for the first segment and its special tokens, 1 for the second.
 * ``truncation``: ``True``/``"longest_first"`` shortens the longer of a pair (the two end within one token of
   each other when both must shrink), ``"only_first"``/``"only_second"`` one of them; ``max_length`` counts the
-  special tokens. ``max_length`` without ``truncation`` means ``"longest_first"``; ``truncation`` without
-  ``max_length`` means the tokenizer's ``model_max_length``.
+  special tokens. ``max_length`` without ``truncation`` and ``padding`` means ``"longest_first"``;
+  ``truncation`` without ``max_length`` means the tokenizer's ``model_max_length``.
 * ``padding``: ``True``/``"longest"`` pads to the longest row of the batch, ``"max_length"`` to ``max_length``
   (or ``model_max_length``); ``pad_to_multiple_of`` rounds up. Rows are padded on ``padding_side`` with
   ``pad_token_id``, type id 0 and attention 0.
@@ -55,6 +55,8 @@ def truncated_lengths(first: int, second: int | None, budget: int, strategy: str
     total = first + (second or 0)
     if total <= budget:
         return first, second
+    if budget == 0:  # room for the special tokens only: every strategy empties both (the Rust tokenizers' rule)
+        return 0, None if second is None else 0
     if strategy == "only_second" and second is None:
         raise ValueError("truncation='only_second' needs pairs of texts (text_pair)")
     if strategy == "longest_first":
@@ -140,8 +142,8 @@ class BatchCallMixin:
         ``return_tensors="np"`` (``"jax"``: jax arrays); a single text then gives a batch of one.
         """
         batched, firsts, seconds = _as_batch(text, text_pair)
-        padding, truncation, max_length = self._strategies(padding, truncation, max_length, seconds is not None,
-                                                           add_special_tokens)
+        padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of,
+                                                           seconds is not None, add_special_tokens)
         if return_tensors not in _TENSOR_TYPES:
             raise ValueError(f"return_tensors={return_tensors!r}: expected one of {_TENSOR_TYPES}")
         rows = [self._encode_row(first, None if seconds is None else seconds[index], truncation, max_length,
@@ -170,7 +172,7 @@ class BatchCallMixin:
         return BatchEncoding({key: self._output(values[key], batched, return_tensors, key)
                               for key, want in wanted.items() if want})
 
-    def _strategies(self, padding, truncation, max_length, pair, add_special_tokens):
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of, pair, add_special_tokens):
         if padding not in _PADDING:
             raise ValueError(f"padding={padding!r}: expected True, False, 'longest', 'max_length' or 'do_not_pad'")
         if truncation is not None and truncation not in _TRUNCATION:
@@ -179,8 +181,9 @@ class BatchCallMixin:
         if max_length is not None and (not isinstance(max_length, int) or max_length < 0):
             raise ValueError(f"max_length={max_length!r}: expected a non-negative int")
         if truncation is None:
-            # As transformers: a max_length alone asks for truncation (it pads only with padding="max_length").
-            truncation = "longest_first" if max_length is not None else None
+            # As transformers: a max_length without padding asks for truncation; with padding it only says how
+            # far to pad (padding="max_length"), and padding=True ignores it.
+            truncation = "longest_first" if max_length is not None and padding is False else None
         else:
             truncation = _TRUNCATION[truncation]
         limit = getattr(self, "model_max_length", NO_LIMIT)
@@ -192,6 +195,10 @@ class BatchCallMixin:
                 raise ValueError(f"max_length={max_length} leaves no room: the special tokens alone take {specials}")
         elif truncation is not None:
             truncation = None  # no limit known: nothing to truncate to
+        if truncation is not None and _PADDING[padding] is not None and pad_to_multiple_of and max_length is not None \
+                and max_length % pad_to_multiple_of:
+            raise ValueError(f"truncation to max_length={max_length} and padding to a multiple of "
+                             f"{pad_to_multiple_of} contradict each other: choose a max_length that is a multiple")
         return _PADDING[padding], truncation, max_length
 
     def _encode_row(self, first: str, second: str | None, truncation: str | None, max_length: int | None,
