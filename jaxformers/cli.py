@@ -68,6 +68,7 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description="jaxformers: BERT, OpenAI GPT, GPT-2 and Transformer-XL in JAX/Flax. "
                     "Run 'jaxformers COMMAND --help' for a command's arguments.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"jaxformers {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
     for command in COMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help,
@@ -79,6 +80,12 @@ def build_parser() -> Parser:
                          help="show the full traceback of an error")
         sub.set_defaults(run=command.run)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def plain_text(text: str) -> str:

@@ -80,6 +80,8 @@ def test_every_option_of_every_command_has_help():
 def test_top_level_help_lists_the_commands(capsys):
     _, out, _ = run_cli(capsys, "--help")
     assert "parity" in out and "convert" in out and "--debug" in out
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.startswith("jaxformers ")
 
 
 def test_convert_help_lists_each_format_with_its_summary(capsys):
