@@ -635,27 +635,11 @@ class BertTokenizer(BatchCallMixin):
             return cls.from_directory(name, **kwargs)
         if name not in PRETRAINED_VOCAB_ARCHIVE_MAP and (repo := hub_repo_for(name)) is not None:
             return cls.from_directory(hub_snapshot(repo, TOKENIZER_FILES, hub), **kwargs)  # a hub repository id
-        is_shortcut = name in PRETRAINED_VOCAB_ARCHIVE_MAP
-        if is_shortcut:
+        if name in PRETRAINED_VOCAB_ARCHIVE_MAP:
             vocab_file = PRETRAINED_VOCAB_ARCHIVE_MAP[name]
-            is_cased = "-cased" in name
-            if is_cased and kwargs.get("do_lower_case", True):
-                logger.warning(
-                    "%s is a cased model but do_lower_case is True; setting do_lower_case=False for you "
-                    "(pass do_lower_case=False to silence this).",
-                    name,
-                )
-                kwargs["do_lower_case"] = False
-            elif not is_cased and not kwargs.get("do_lower_case", True):
-                logger.warning(
-                    "%s is an uncased model but do_lower_case is False; setting do_lower_case=True for you.",
-                    name,
-                )
-                kwargs["do_lower_case"] = True
+            _match_shortcut_casing(name, kwargs)
         else:
             vocab_file = name
-        if os.path.isdir(vocab_file):
-            vocab_file = os.path.join(vocab_file, VOCAB_NAME)
 
         try:
             resolved_vocab_file = cached_path(vocab_file, **dataclasses.asdict(hub))
@@ -704,6 +688,18 @@ class BertTokenizer(BatchCallMixin):
         if isinstance(wordpiece.get("max_input_chars_per_word"), int):
             tokenizer.wordpiece_tokenizer.max_input_chars_per_word = wordpiece["max_input_chars_per_word"]
         return tokenizer
+
+
+def _match_shortcut_casing(name: str, kwargs: dict[str, Any]) -> None:
+    """Force ``do_lower_case`` to what the shortcut model was trained with, warning when the caller asked otherwise."""
+    is_cased = "-cased" in name
+    if is_cased and kwargs.get("do_lower_case", True):
+        logger.warning("%s is a cased model but do_lower_case is True; setting do_lower_case=False for you "
+                       "(pass do_lower_case=False to silence this).", name)
+        kwargs["do_lower_case"] = False
+    elif not is_cased and not kwargs.get("do_lower_case", True):
+        logger.warning("%s is an uncased model but do_lower_case is False; setting do_lower_case=True for you.", name)
+        kwargs["do_lower_case"] = True
 
 
 def _init_options_from_settings(settings: dict[str, Any]) -> dict[str, Any]:
