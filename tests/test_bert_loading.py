@@ -345,7 +345,7 @@ def test_tf_checkpoint_loads_and_converts(tmp_path):
          "--tf_checkpoint_path", str(directory / "bert_model.ckpt"),
          "--bert_config_file", str(directory / "bert_config.json"),
          "--output_dir", str(out), "--pytorch"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stderr
     from jaxformers.cli import main

@@ -519,7 +519,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path):
 
     def run(mode: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(script), mode, str(checkpoints), str(tmp_path / f"{mode}.npz")],
-                              capture_output=True, text=True, env=env, timeout=300, cwd=REPO, check=False)
+                              capture_output=True, text=True, env=env, timeout=1200, cwd=REPO, check=False)
 
     killed = run("kill")
     assert killed.returncode == -9, killed.stderr[-2000:]

@@ -137,7 +137,7 @@ def run_script(tmp_path: Path, name: str, source: str, args: list[str], env_extr
                             text=True, env=env, cwd=REPO)
 
 
-def result_of(process: subprocess.Popen, timeout: float = 400) -> dict:
+def result_of(process: subprocess.Popen, timeout: float = 1200) -> dict:
     stdout, stderr = process.communicate(timeout=timeout)
     assert process.returncode == 0, stderr[-3000:]
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
