@@ -73,7 +73,8 @@ def _is_variable(leaf: Any) -> bool:
 def partition_specs(tree: Any, mesh: Mesh, fsdp: bool = False, rules: Rules | None = None) -> Any:
     """The ``PartitionSpec`` of every leaf of ``tree`` (an ``nnx.State`` of parameters, an optimizer state, a
     model): from the logical axis names for ``nnx.Param`` leaves that have them (``rules``, default
-    :func:`~jaxformers.sharding_rules.param_rules`), else the shape-only FSDP rule or replication."""
+    :func:`~jaxformers.sharding_rules.param_rules`), else the shape-only FSDP rule or replication. Given
+    ``rules`` replace the whole table; ``fsdp`` then only matters for parameters without names."""
     rules = rules if rules is not None else param_rules(fsdp)
     mesh_shape = dict(mesh.shape)
     if isinstance(tree, nnx.Module):
