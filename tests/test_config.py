@@ -210,6 +210,7 @@ def test_num_labels_and_id2label_from_a_hugging_face_config(tmp_path):
         BertConfig.from_dict({**values, "num_labels": 2})
 
 
+@pytest.mark.slow
 def test_gpt2_converter_takes_a_config_file_with_any_n_ctx(tmp_path):
     """``jaxformers convert gpt2-tf --gpt2_config_file hparams.json``: n_ctx != 1024 sets n_positions (it used to
     fail with 'wpe.weight: expected shape (1024, 32)' when the file was not beside the checkpoint)."""

@@ -26,7 +26,6 @@ Static KV cache for compiled decoding (``GPT2LMHeadModel``)::
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Callable, ClassVar, NamedTuple, Sequence
 
 import jax
@@ -94,8 +93,8 @@ class GPT2Config(PretrainedConfig):
 
     model_type = "gpt2"
     aliases = {"n_vocab": "vocab_size", **GPT_ALIASES}
-    # n_inner: the MLP width; only HF's default (null: 4 * n_embd) is implemented.
-    math_fields = {"n_inner": lambda value: value is None, **GPT_SUMMARY_FIELDS}
+    # n_inner: the MLP width; only HF's default (null, or 4 * n_embd spelled out) is implemented (see _check).
+    math_fields = {"n_inner": lambda value: value is None or isinstance(value, int), **GPT_SUMMARY_FIELDS}
 
     vocab_size: int = spec(50257, minimum=1)
     n_positions: int = spec(1024, minimum=1)
@@ -115,6 +114,9 @@ class GPT2Config(PretrainedConfig):
 
     def _check(self, source: str | None) -> None:
         self._require(self.n_embd % self.n_head == 0, "n_embd", f"not divisible by n_head={self.n_head}", source)
+        n_inner = self.extra.get("n_inner")
+        self._require(n_inner in (None, 4 * self.n_embd), "n_inner", f"changes the model's math in a way jaxformers "
+                      f"does not implement (the MLP width is 4 * n_embd = {4 * self.n_embd})", source)
 
 
 # ------------------------------------------------------------------------------------ blocks shared by GPT and GPT-2
@@ -459,49 +461,12 @@ class GPT2PreTrainedModel(GPTPreTrainedBase):
     config_class = GPT2Config
     pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
     legacy_config_names = ("hparams.json",)
+    tf_checkpoint_rules = "gpt2-tf"  # jaxformers/conversion/tables.py
     pre_layer_norm = True
 
     @staticmethod
     def _activation_name(config: GPT2Config) -> str:
         return config.activation_function
-
-    @classmethod
-    def torch_keys_from_tf(cls, tf_arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-        """OpenAI's GPT-2 TensorFlow variables (``model/h0/attn/c_attn/w`` ``[1, in, out]``, ``model/wte``...)
-        -> PyTorch keys of a GPT2Model (``h.0.attn.c_attn.weight`` ``[in, out]``, ``wte.weight``...)."""
-        converted: dict[str, np.ndarray] = {}
-        for name, array in tf_arrays.items():
-            converted[_gpt_tf_name_to_torch_key(name)] = _squeeze_conv_weight(np.asarray(array))
-        return converted
-
-
-def _gpt_tf_name_to_torch_key(name: str) -> str:
-    """``model/h3/mlp/c_fc/w`` -> ``h.3.mlp.c_fc.weight``; ``model/wte`` -> ``wte.weight`` (also OpenAI GPT's
-    ``:0``-suffixed names)."""
-    path = name[:-2] if name.endswith(":0") else name
-    if not path.startswith("model/"):
-        raise ValueError(f"TensorFlow variable {name!r} is not a GPT weight (expected a name under 'model/')")
-    parts: list[str] = []
-    for part in path[len("model/"):].split("/"):
-        layer = re.fullmatch(r"h(\d+)", part)
-        if layer:
-            parts.extend(["h", layer.group(1)])
-        elif part in ("w", "g"):
-            parts.append("weight")
-        elif part == "b":
-            parts.append("bias")
-        elif part in ("wte", "wpe"):
-            parts.extend([part, "weight"])
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-            parts.append(part)
-        else:
-            raise ValueError(f"cannot map TensorFlow variable {name!r}: unexpected name part {part!r}")
-    return ".".join(parts)
-
-
-def _squeeze_conv_weight(array: np.ndarray) -> np.ndarray:
-    # TF's conv1d kernels are [1, in, out]; PyTorch's Conv1D (and ours) are [in, out].
-    return array[0] if array.ndim == 3 and array.shape[0] == 1 else array
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -668,8 +633,8 @@ class GPT2DoubleHeadsModel(_GPT2WithTransformer):
     def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
                  position_ids=None, past=None, head_mask=None, *, multiple_choice_token_ids=None,
                  multiple_choice_labels=None, dropout_rng=None):
-        mc_token_ids = _one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
-        mc_labels = _one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
+        mc_token_ids = one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
+        mc_labels = one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
         if mc_token_ids is None:
             raise ValueError("GPT2DoubleHeadsModel needs mc_token_ids (the classification token of each choice)")
         attentions, hidden, presents, rng = self._transform(input_ids, position_ids, token_type_ids, past,
@@ -682,7 +647,8 @@ class GPT2DoubleHeadsModel(_GPT2WithTransformer):
         return self._outputs(attentions, lm_logits, mc_logits, presents)
 
 
-def _one_of(value, alias, name: str, alias_name: str):
+def one_of(value: Any, alias: Any, name: str, alias_name: str) -> Any:
+    """The argument given under ``name`` or under its keyword alias ``alias_name``; both at once is an error."""
     if value is not None and alias is not None:
         raise ValueError(f"pass either {name} or {alias_name}, not both")
     return alias if value is None else value
