@@ -27,6 +27,7 @@ torch is not needed.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import pickle
@@ -344,7 +345,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             value = self.memo[index]
         except KeyError:
             raise pickle.UnpicklingError(f"memo value not found at index {index}") from None
-        self.append(self._built.get(id(value), value))
+        self.append(self._built.get(id(value), value) if self._built else value)
 
     def load_get(self) -> None:
         self._push_memo(int(self.readline()[:-1]))
@@ -644,6 +645,9 @@ def _children(value: Any, records: tuple[type, ...]) -> Any:
     return None
 
 
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None), bytes})  # skipped without a stack entry
+
+
 def _check_tree(root: Any, source: str, records: tuple[type, ...]) -> None:
     """Refuse anything but plain data in the result, structures containing themselves, and deep nesting.
 
@@ -673,7 +677,7 @@ def _check_tree(root: Any, source: str, records: tuple[type, ...]) -> None:
             raise pickle.UnpicklingError(f"{source!r}: data nested deeper than {MAX_DEPTH} levels is refused")
         open_.add(id(value))
         stack.append((value, depth, True))
-        stack.extend((child, depth + 1, False) for child in children)
+        stack.extend((child, depth + 1, False) for child in children if type(child) not in _PLAIN_LEAVES)
 
 
 # ------------------------------------------------------------------------------------------------ the formats
@@ -716,7 +720,7 @@ def _load_torch_zip(mapped: Any, path: str, budget: _Budget) -> Any:
             raw = read(f"{prefix}data/{storage.key}", storage.numel * dtype.itemsize)
             storage.values = np.frombuffer(raw, dtype=dtype).astype(storage.dtype, copy=False)
 
-        stream = _BytesReader(read(pickles[0]))
+        stream = io.BytesIO(read(pickles[0]))
         return _unpickle(stream, path, budget, storage_loader=load_storage, allow_storages=True)[0]
 
 
@@ -750,7 +754,7 @@ class _BytesReader:
         return True
 
 
-def _read_legacy_storages(stream: _BytesReader, path: str, keys: Any, storages: dict[str, _Storage]) -> None:
+def _read_legacy_storages(stream: mmap.mmap, path: str, keys: Any, storages: dict[str, _Storage]) -> None:
     # Storage bytes follow in the order of `keys`, each as an int64 element count then the raw elements.
     if type(keys) is not list:
         raise pickle.UnpicklingError(f"{path!r}: the storage key list is a {type(keys).__name__}")
@@ -773,7 +777,7 @@ def _read_legacy_storages(stream: _BytesReader, path: str, keys: Any, storages: 
         raise pickle.UnpicklingError(f"{path!r}: no data for storages {missing}")
 
 
-def _load_torch_legacy(stream: _BytesReader, path: str, budget: _Budget) -> Any:
+def _load_torch_legacy(stream: mmap.mmap, path: str, budget: _Budget) -> Any:
     protocol = _unpickle(stream, path, budget)[0]
     if protocol != _TORCH_LEGACY_PROTOCOL:
         raise pickle.UnpicklingError(f"{path!r}: unsupported torch legacy protocol version {protocol!r}")
@@ -817,10 +821,10 @@ def _load(path: str, budget: _Budget, options: dict[str, Any]) -> Any:
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             if mapped[:len(_ZIP_MAGIC)] == _ZIP_MAGIC:
                 return _load_torch_zip(mapped, path, budget)
-            stream = _BytesReader(mapped)
-            first = _unpickle(stream, path, budget, **options)[0]
+            # mmap.read(n) returns what is there (a file object would allocate n first), in C: fast.
+            first = _unpickle(mapped, path, budget, **options)[0]
             if type(first) is int and first == _TORCH_MAGIC_NUMBER:
-                return _load_torch_legacy(stream, path, budget)
+                return _load_torch_legacy(mapped, path, budget)
             return first
 
 
