@@ -71,6 +71,10 @@ def quiet_libtpu_environment() -> None:
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_WORKER_ID", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from ._platform import _has_tpu_chip
+
+    if not _has_tpu_chip():  # no chip to share: let several planning processes load libtpu (its lockfile)
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 
 @dataclasses.dataclass
