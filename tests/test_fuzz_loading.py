@@ -23,7 +23,6 @@ from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
