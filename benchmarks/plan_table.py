@@ -26,13 +26,15 @@ ROWS = (
 )
 
 
-def command(model: str, task: str, batch: int, seq: int, topology: str) -> str:
-    return f"jaxformers plan {model} --task {task} --batch {batch} --seq {seq} --topology {topology}"
+def command(model: str, task: str, batch: int, seq: int, topology: str, scan: bool) -> str:
+    flags = " --scan_layers" if scan else ""
+    return f"jaxformers plan {model} --task {task} --batch {batch} --seq {seq} --topology {topology}{flags}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--topology", action="append", help="default: v5e-8 and v4-8")
+    parser.add_argument("--scan_layers", action="store_true", help="scan over layers (compiles several times faster)")
     args = parser.parse_args(argv)
     reports = []
     print("| model | task | batch x seq | topology | fits | memory / device (args + temps) | "
@@ -40,16 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for topology in args.topology or ["v5e-8", "v4-8"]:
         for model, task, batch, seq in ROWS:
-            report = plan.plan(plan.PlanRequest(model=model, task=task, batch=batch, seq=seq, topology=topology))
+            report = plan.plan(plan.PlanRequest(model=model, task=task, batch=batch, seq=seq, topology=topology,
+                                                scan_layers=args.scan_layers))
             reports.append(report)
             memory = report["per_device_memory_bytes"]
             gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+            how = command(model, task, batch, seq, topology, args.scan_layers)
             print(f"| {model} | {task} | {batch} x {seq} | {topology} | {'yes' if report['fits'] else 'no'} | "
                   f"{gib(memory['total'])} GiB ({gib(memory['arguments'])} + {gib(memory['temporaries'])}) of "
                   f"{gib(report['hbm_bytes_per_device'])} | {report['estimated_step_ms']:.1f} ms | "
-                  f"{report['bound']} | {report['attention']} | `{command(model, task, batch, seq, topology)}` |",
-                  flush=True)
-    out = Path(__file__).resolve().parent / "results" / f"plan-{time.strftime('%Y-%m-%d')}.json"
+                  f"{report['bound']} | {report['attention']} | `{how}` |", flush=True)
+    name = "-".join(args.topology or ["all"])
+    out = Path(__file__).resolve().parent / "results" / f"plan-{name}-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(reports, indent=2))
 
