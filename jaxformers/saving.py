@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from .atomic_save import Writer
 
 if TYPE_CHECKING:
     from .modeling_utils import PreTrainedModel
+
+logger = logging.getLogger("jaxformers")
 
 CONFIG_NAME = "config.json"
 FLAX_WEIGHTS_NAME = "flax_model.msgpack"
@@ -236,6 +239,10 @@ def save_model(model: "PreTrainedModel", directory: str | os.PathLike, *, pytorc
         FLAX_WEIGHTS_NAME: _bytes_writer(serialization.msgpack_serialize(jaxformers_msgpack_tree(ours))),
     }
     if safetensors or max_shard_size is not None:
+        if getattr(model.config, "pruned_heads", None):
+            # transformers 5 dropped head pruning: it rebuilds full-size attention and refuses these shapes.
+            logger.warning("%s has pruned attention heads: jaxformers and transformers 4.x load its "
+                           "model.safetensors, transformers 5 cannot", type(model).__name__)
         files.update(safetensors_files(hf_state_dict(model), max_shard_size))
     if pytorch:
         files[TORCH_WEIGHTS_NAME] = torch_bin_writer(model)
