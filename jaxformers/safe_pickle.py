@@ -43,6 +43,7 @@ import numpy as np
 DECODED_SIZE_FACTOR = 16
 DECODED_SIZE_SLACK = 1 << 20
 MAX_DEPTH = 100
+_MAX_INDEX = 1 << 62  # shapes, strides, offsets: bounded before any arithmetic (huge ints multiply slowly)
 _MAX_KEY_DEPTH = 8  # tuples/frozensets used as dict keys or set members (hashing them recurses in C)
 
 
@@ -116,7 +117,7 @@ def _size_of(shape: Sequence[int]) -> int:
 
 def _check_shape(shape: Any, what: str) -> tuple[int, ...]:
     if not isinstance(shape, (tuple, list)) or len(shape) > 32 or not all(
-            type(n) is int and n >= 0 for n in shape):
+            type(n) is int and 0 <= n < _MAX_INDEX for n in shape):
         raise pickle.UnpicklingError(f"{what}: invalid shape {shape!r}")
     return tuple(shape)
 
@@ -127,7 +128,7 @@ def _tensor_from_storage(storage: _Storage, offset: int, shape: Sequence[int], s
     values = storage.values
     assert values is not None
     if not (type(offset) is int and isinstance(shape, (tuple, list)) and isinstance(strides, (tuple, list))
-            and all(type(v) is int for v in (*shape, *strides))):
+            and len(shape) <= 32 and all(type(v) is int and abs(v) < _MAX_INDEX for v in (offset, *shape, *strides))):
         raise pickle.UnpicklingError(f"tensor view of storage {storage.key!r} is malformed: offset={offset!r} "
                                      f"shape={shape!r} strides={strides!r}")
     shape, strides = tuple(shape), tuple(strides)
@@ -475,7 +476,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise pickle.UnpicklingError(f"{self._source!r}: storage {key!r} has unsupported type {storage_type!r}")
         if len(saved_id) > 5 and saved_id[5] is not None:
             raise pickle.UnpicklingError(f"{self._source!r}: storage views (pre-1.0 torch files) are not supported")
-        if not isinstance(key, str) or type(numel) is not int or numel < 0:
+        if not isinstance(key, str) or type(numel) is not int or not 0 <= numel < _MAX_INDEX:
             raise pickle.UnpicklingError(f"{self._source!r}: storage {key!r} has invalid size {numel!r}")
         dtype = storage_type.value.dtype
         storage = self.storages.get(key)
