@@ -31,6 +31,7 @@ import io
 import mmap
 import os
 import pickle
+import sys
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
@@ -203,20 +204,23 @@ class _Record:
     cls: type
 
 
-_PLAIN_KEY_TYPES = (str, bytes, int, float, bool, type(None), complex)
+# Keys whose hashes a file cannot make collide (str/bytes hashes are salted per process), so that building a
+# dict stays linear: floats, huge ints and numpy scalars can be crafted to share one hash.
+_HASH_SAFE_KEYS = frozenset({str, bytes, bool, type(None)})
+_HASH_MODULUS = sys.hash_info.modulus  # hash(k) == k for smaller ints: distinct keys, distinct hashes
 
 
 def _check_key(key: Any, depth: int = 0) -> None:
-    # Hashing a tuple recurses in C with no depth limit: keys must be shallow plain values.
-    if isinstance(key, _PLAIN_KEY_TYPES) and type(key) in _PLAIN_KEY_TYPES:
+    kind = type(key)
+    if kind in _HASH_SAFE_KEYS or kind is int and -_HASH_MODULUS < key < _HASH_MODULUS:
         return
-    if type(key) in (tuple, frozenset) and depth < _MAX_KEY_DEPTH:
+    # Hashing a tuple recurses in C with no depth limit: keys must be shallow.
+    if kind in (tuple, frozenset) and depth < _MAX_KEY_DEPTH:
         for item in key:
             _check_key(item, depth + 1)
         return
-    if isinstance(key, np.generic) and not isinstance(key, np.void):
-        return
-    raise pickle.UnpicklingError(f"a {type(key).__name__} cannot be a dict key or set member here")
+    raise pickle.UnpicklingError(f"a {kind.__name__} cannot be a dict key or set member here "
+                                 "(keys are str, bytes, bool, None, ints below 2**61 and shallow tuples of those)")
 
 
 def _as_dtype(value: Any, what: str) -> np.dtype:

@@ -227,3 +227,15 @@ def test_legacy_and_zip_torch_files_with_shared_storages(tmp_path):
         for key, tensor in state.items():
             np.testing.assert_array_equal(np.asarray(loaded[key], np.float64), tensor.float().numpy(), err_msg=key)
         assert str(loaded["bf16"].dtype) == "bfloat16"
+
+
+def test_keys_that_can_share_one_hash_are_refused(tmp_path):
+    # Ints a multiple of 2**61 - 1 apart (or crafted floats) share a hash: a dict of them builds in quadratic time.
+    modulus = sys.hash_info.modulus
+    path = tmp_path / "vocab.bin"
+    for keys in ([modulus * k for k in range(1, 4)], [0.5, 1.5], [np.int64(3)]):
+        path.write_bytes(pickle.dumps(dict.fromkeys(keys, 1), protocol=2))
+        with pytest.raises(pickle.UnpicklingError, match=r"vocab\.bin.*cannot be a dict key"):
+            load_pickled_data(path)
+    path.write_bytes(pickle.dumps({"a": 1, b"b": 2, 3: 3, -4: 4, None: 5, True: 6, (1, "x"): 7}, protocol=2))
+    assert load_pickled_data(path) == {"a": 1, b"b": 2, 3: 3, -4: 4, None: 5, True: 6, (1, "x"): 7}
