@@ -270,6 +270,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, float]
         train_loss = totals.mean("loss")
         if is_main_process:
             trained = model_from_state(context, state)
+            if output_mode == "classification":
+                # The task's label names in config.json: transformers' classifiers and pipelines show them.
+                trained.config = trained.config.with_overrides(
+                    {"num_labels": num_labels, "id2label": dict(enumerate(processor.get_labels()))})
             # flax_model.msgpack and config.json, plus the reference's pytorch_model.bin when PyTorch is
             # installed, so PyTorch users can load the result directly.
             try:

@@ -307,6 +307,14 @@ def test_mrpc_end_to_end(tmp_path):
     for key in ("acc", "f1", "acc_and_f1", "eval_loss", "loss"):
         assert float(written[key]) == pytest.approx(after[key], rel=1e-6)
     assert (out / "vocab.txt").read_text() == (model_dir / "vocab.txt").read_text()
+    # config.json names the task's labels, so transformers builds the classifier without num_labels by hand.
+    import json
+
+    import transformers
+
+    saved_config = json.loads((out / "config.json").read_text())
+    assert saved_config["id2label"] == {"0": "0", "1": "1"} and saved_config["num_labels"] == 2
+    assert transformers.AutoConfig.from_pretrained(str(out)).num_labels == 2
 
     # The saved model evaluates to the same numbers, in our code and in the PyTorch reference.
     reloaded = run([*common, "--bert_model", out, "--do_eval", "--output_dir", tmp_path / "reloaded"])
