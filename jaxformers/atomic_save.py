@@ -92,6 +92,8 @@ def directory_lock(directory: str | os.PathLike, *, exclusive: bool) -> Iterator
         except BlockingIOError:
             logger.info("waiting for another process saving to %s", directory)
             fcntl.flock(fd, mode)
+        except OSError as error:  # a filesystem without flock (some FUSE/network mounts)
+            logger.warning("cannot lock %s (%s): concurrent saves to it are not serialised", directory, error)
         yield fd
     finally:
         os.close(fd)  # releases the lock
@@ -221,7 +223,11 @@ def consistent_reads(directory: str | os.PathLike) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:  # a filesystem without flock: read as it is (saves there warn that they cannot lock)
+            yield
+            return
         # Holding the lock, no save is running: what a save left behind belongs to a killed one.
         while any((directory / name).exists() for name in INTERNAL_NAMES):
             # Upgrading is not atomic: another process may recover first; recover() then finds nothing.
