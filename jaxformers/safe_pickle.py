@@ -334,6 +334,27 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._built: dict[int, Any] = {}  # id(placeholder) -> what BUILD made of it (memo entries hold the former)
         self.storages: dict[str, _Storage] = {}
 
+    def load(self) -> Any:
+        """The opcode loop, reading the stream directly: frames (protocol 4+) are contiguous in it, so FRAME only
+        has its length skipped (load_frame) and no per-read unframing layer is needed."""
+        self.read, self.readline = self._file_read, self._file_readline
+        self.metastack, self.stack = [], []
+        self.append = self.stack.append
+        self.proto = 0
+        read, dispatch = self.read, self.dispatch
+        try:
+            while True:
+                opcode = read(1)
+                if not opcode:
+                    raise EOFError("the pickle ends before its STOP opcode")
+                dispatch[opcode[0]](self)
+        except pickle._Stop as stop:  # type: ignore[attr-defined]
+            return stop.value
+
+    def load_frame(self) -> None:
+        if len(self.read(8)) != 8:
+            raise EOFError("the pickle ends inside a FRAME header")
+
     # -- names
     def find_class(self, module: str, name: str) -> Any:
         found = self._globals.get((module, name))
@@ -501,7 +522,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         return _tensor_from_storage(storage, offset, shape, strides, self._budget)
 
 
-for _opcode, _method in ((pickle.GET, "load_get"), (pickle.BINGET, "load_binget"),
+for _opcode, _method in ((pickle.FRAME, "load_frame"), (pickle.GET, "load_get"), (pickle.BINGET, "load_binget"),
                          (pickle.LONG_BINGET, "load_long_binget"), (pickle.BYTEARRAY8, "load_bytearray8"),
                          (pickle.APPEND, "load_append"), (pickle.APPENDS, "load_appends"),
                          (pickle.SETITEM, "load_setitem"), (pickle.SETITEMS, "load_setitems"),
