@@ -90,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     log_format = logging.Formatter("%(asctime)s - %(name)s - %(message)s")
     logging.basicConfig(level=logging.INFO, format=log_format._fmt, handlers=[logging.StreamHandler()], force=True)
 
-    from jaxformers.models.transfo_xl import TransfoXLLMHeadModel, make_eval_step
+    from jaxformers.evaluation import make_eval_step
+    from jaxformers.models.transfo_xl import TransfoXLLMHeadModel
     from jaxformers.tokenizers.transfo_xl import TransfoXLCorpus
     from jaxformers.training import place_model
 

@@ -29,7 +29,7 @@ ABSENT = {
     "RelLearnableMultiHeadAttn": _ATTN_TYPES,
     "DecoderLayer": _ATTN_TYPES,
     "RelLearnableDecoderLayer": _ATTN_TYPES,
-    "build_tf_to_pytorch_map": "jaxformers.models.transfo_xl.tf_to_torch_keys converts the arrays by name",
+    "build_tf_to_pytorch_map": "jaxformers.conversion.tables.TRANSFO_XL_TF maps the TF names (a rule table)",
     "load_tf_weights_in_transfo_xl": "TransfoXLLMHeadModel.from_pretrained(path, from_tf=True) or `jaxformers "
                                      "convert transfo-xl`",
 }

@@ -378,6 +378,8 @@ class PreTrainedModel(nnx.Module):
     unused_torch_keys: ClassVar[tuple[str, ...]] = ()
     # Legacy config file names looked for after config.json.
     legacy_config_names: ClassVar[tuple[str, ...]] = ()
+    # The rule table (a jaxformers.conversion.tables.TABLES name) that from_pretrained(from_tf=True) applies.
+    tf_checkpoint_rules: ClassVar[str | None] = None
 
     config: PretrainedConfig
     # Seed for parameters a checkpoint lacks when from_pretrained built the model abstractly.
@@ -588,7 +590,8 @@ class PreTrainedModel(nnx.Module):
             elif from_tf:
                 from .tf_checkpoints import read_tf_checkpoint
 
-                arrays, layout, source = cls.torch_keys_from_tf(read_tf_checkpoint(weights_path)), "torch", weights_path
+                arrays = cls.torch_keys_from_tf(read_tf_checkpoint(weights_path), source=weights_path)
+                layout, source = "torch", weights_path
             else:
                 (arrays, layout), source = _read_weights_or_explain(weights_path, resolved), weights_path
             # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
@@ -605,8 +608,15 @@ class PreTrainedModel(nnx.Module):
         return (model, report.as_dict()) if output_loading_info else model
 
     @classmethod
-    def torch_keys_from_tf(cls, tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError(f"{cls.__name__} has no TensorFlow checkpoint reader")
+    def torch_keys_from_tf(cls, tf_arrays: Mapping[str, np.ndarray],
+                           source: str = "the TensorFlow checkpoint") -> dict[str, np.ndarray]:
+        """TF variables -> PyTorch keys by the class's rule table; a name no rule matches is an error."""
+        if cls.tf_checkpoint_rules is None:
+            raise NotImplementedError(f"{cls.__name__} has no TensorFlow checkpoint reader")
+        from .conversion.rules import apply_rules
+        from .conversion.tables import TABLES
+
+        return apply_rules(TABLES[cls.tf_checkpoint_rules], tf_arrays, source)
 
     @classmethod
     def _load_config(cls, directory: Path) -> PretrainedConfig:

@@ -1,15 +1,16 @@
-"""TensorFlow checkpoint reading (lazy: tensorflow is an optional extra, ``pip install 'jaxformers[tf]'``)."""
+"""TensorFlow checkpoint reading (lazy: tensorflow is an optional extra, ``pip install 'jaxformers[tf]'``).
+
+The names are mapped to PyTorch keys by the rule tables in :mod:`jaxformers.conversion.tables`.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
-# Optimizer slots and counters saved beside the weights in training checkpoints.
-OPTIMIZER_VARIABLE = re.compile(r"(^|/)(adam_m|adam_v|global_step|beta1_power|beta2_power)($|/)")
+from .conversion.rules import is_optimizer_slot
 
 
 def find_tf_checkpoint(directory: str | os.PathLike) -> str:
@@ -26,7 +27,8 @@ def find_tf_checkpoint(directory: str | os.PathLike) -> str:
 
 
 def read_tf_checkpoint(checkpoint_prefix: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All model variables of a TF checkpoint as numpy arrays, optimizer slots left out."""
+    """All model variables of a TF checkpoint as numpy arrays; optimizer slots (conversion.rules.OPTIMIZER_SLOTS)
+    are left out unread, as they can hold twice the weights' size."""
     try:
         import tensorflow as tf
     except ImportError as error:
@@ -41,31 +43,5 @@ def read_tf_checkpoint(checkpoint_prefix: str | os.PathLike) -> dict[str, np.nda
     return {
         name: np.asarray(reader.get_tensor(name))
         for name in sorted(reader.get_variable_to_shape_map())
-        if not OPTIMIZER_VARIABLE.search(name)
+        if not is_optimizer_slot(name)
     }
-
-
-def tf_name_to_torch_key(name: str) -> tuple[str, bool]:
-    """Google's BERT/GPT-style variable name -> (PyTorch key, whether the array must be transposed).
-
-    ``bert/encoder/layer_0/attention/self/query/kernel`` -> ``bert.encoder.layer.0.attention.self.query.weight``
-    (transposed: TF kernels are ``[in, out]``, nn.Linear is ``[out, in]``).
-    """
-    parts: list[str] = []
-    transpose = False
-    for part in name.split("/"):
-        numbered = re.fullmatch(r"([A-Za-z]+)_(\d+)", part)
-        if part == "kernel":
-            parts.append("weight")
-            transpose = True
-        elif part in ("gamma", "output_weights"):
-            parts.append("weight")
-        elif part in ("beta", "output_bias"):
-            parts.append("bias")
-        elif numbered and numbered.group(1) == "layer":
-            parts.extend([numbered.group(1), numbered.group(2)])
-        elif part.endswith("_embeddings"):
-            parts.extend([part, "weight"])
-        else:
-            parts.append(part)
-    return ".".join(parts), transpose

@@ -15,6 +15,7 @@ from flax import nnx
 from pytorch_transformers import modeling_transfo_xl as ref
 from pytorch_transformers import modeling_transfo_xl_utilities as ref_utils
 
+from jaxformers import evaluation
 from jaxformers.models import transfo_xl as jx
 from parity_utils import assert_close, jax_grads_as_torch, torch_grads, torch_state_numpy
 
@@ -376,7 +377,7 @@ def test_jitted_evaluation_loops_match_reference(name):
             log_probs, ref_mems = reference(t(input_ids), mems=ref_mems)
         expected.append(-np.take_along_axis(log_probs.numpy(), target[..., None], axis=-1)[..., 0])
 
-    step = jx.make_eval_step(ours)
+    step = evaluation.make_eval_step(ours)
     mems = None
     for index, (input_ids, target) in enumerate(data):
         nll, mems = step(input_ids, target, mems)
@@ -385,7 +386,7 @@ def test_jitted_evaluation_loops_match_reference(name):
 
     stacked_ids = np.stack([ids for ids, _ in data])
     stacked_target = np.stack([tgt for _, tgt in data])
-    nll, final_mems = jx.evaluate_segments(ours, stacked_ids, stacked_target)
+    nll, final_mems = evaluation.evaluate_segments(ours, stacked_ids, stacked_target)
     assert nll.shape == (len(lengths), BATCH, 4)
     assert_close(nll, np.stack(expected), 1e-5, "lax.scan segments")
     assert_mems_close(final_mems, ref_mems, "lax.scan final")

@@ -33,8 +33,9 @@ def convert_bert_tf_checkpoint(
 
     config = bert.BertConfig.from_json_file(bert_config_file)
     model = getattr(bert, model_class)(config)
-    arrays = read_tf_checkpoint(find_tf_checkpoint(tf_checkpoint_path))
-    model.load_state_dict(model.torch_keys_from_tf(arrays), strict=True, source=str(tf_checkpoint_path))
+    prefix = find_tf_checkpoint(tf_checkpoint_path)
+    arrays = model.torch_keys_from_tf(read_tf_checkpoint(prefix), source=prefix)
+    model.load_state_dict(arrays, strict=True, source=prefix)
     model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
 
 

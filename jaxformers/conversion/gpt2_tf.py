@@ -32,7 +32,8 @@ def convert_gpt2_checkpoint(checkpoint_path: str, config_file: str | None, outpu
     else:
         config = GPT2Config()
     model = GPT2Model(config)
-    model.load_state_dict(GPT2Model.torch_keys_from_tf(read_tf_checkpoint(prefix)), strict=True, source=prefix)
+    arrays = GPT2Model.torch_keys_from_tf(read_tf_checkpoint(prefix), source=prefix)
+    model.load_state_dict(arrays, strict=True, source=prefix)
     model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
     return model
 

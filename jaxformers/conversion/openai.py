@@ -13,18 +13,30 @@ OpenAIGPTModel loads; + model.safetensors with --safetensors).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from jaxformers.models.openai_gpt import OpenAIGPTConfig, OpenAIGPTModel
+
+from .readers import read_openai_checkpoint
+from .rules import apply_rules
+from .tables import OPENAI_NUMPY
+
+
+def torch_keys_from_openai_numpy(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """OpenAI's released checkpoint folder -> PyTorch keys of an OpenAIGPTModel (``tables.OPENAI_NUMPY``)."""
+    return apply_rules(OPENAI_NUMPY, read_openai_checkpoint(directory), source=str(directory))
 
 
 def convert_openai_checkpoint(checkpoint_folder: str, config_file: str | None, output_dir: str,
                               pytorch: bool = False, safetensors: bool = False) -> OpenAIGPTModel:
     config = OpenAIGPTConfig(config_file) if config_file else OpenAIGPTConfig()
     model = OpenAIGPTModel(config)
-    arrays = OpenAIGPTModel.torch_keys_from_openai_numpy(checkpoint_folder)
+    arrays = torch_keys_from_openai_numpy(checkpoint_folder)
     model.load_state_dict(arrays, strict=True, source=checkpoint_folder)
     model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
     return model

@@ -107,7 +107,7 @@ def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: st
     checkpoint = find_tf_checkpoint(tf_checkpoint_path)
     logger.info("converting %s with config %s", checkpoint, config)
     model = TransfoXLLMHeadModel(config)
-    arrays = model.torch_keys_from_tf(read_tf_checkpoint(checkpoint))
+    arrays = model.torch_keys_from_tf(read_tf_checkpoint(checkpoint), source=checkpoint)
     model.load_state_dict(arrays, strict=True, source=checkpoint)
     model.save_pretrained(dump_folder, pytorch=pytorch, safetensors=safetensors)
     logger.info("saved the converted model to %s", dump_folder)

@@ -34,7 +34,6 @@ from ..layers import (
     stack_modules,
 )
 from ..modeling_utils import PreTrainedModel
-from ..tf_checkpoints import tf_name_to_torch_key
 from ..tokenizers.bert import BERT_PRETRAINED_MODELS
 
 # The 0.6.x S3 archives are gone; the same checkpoints live on the model hub under the shortcut names.
@@ -324,6 +323,7 @@ class BertPreTrainedModel(PreTrainedModel):
     legacy_key_renames = ((r"LayerNorm\.gamma$", "LayerNorm.weight"), (r"LayerNorm\.beta$", "LayerNorm.bias"))
     buffer_key_patterns = (r"(^|\.)embeddings\.position_ids$",)
     legacy_config_names = ("bert_config.json",)
+    tf_checkpoint_rules = "bert-tf"  # jaxformers/conversion/tables.py
 
     def __init__(self, config: BertConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
                  dtype: Any = None, param_dtype: Any = jnp.float32):
@@ -335,14 +335,6 @@ class BertPreTrainedModel(PreTrainedModel):
             return {}
         prefix = "encoder.layer" if isinstance(self, BertModel) else "bert.encoder.layer"
         return {prefix: self.config.num_hidden_layers}
-
-    @classmethod
-    def torch_keys_from_tf(cls, tf_arrays: dict[str, Any]) -> dict[str, Any]:
-        converted = {}
-        for name, array in tf_arrays.items():
-            key, transpose = tf_name_to_torch_key(name)
-            converted[key] = array.T if transpose else array
-        return converted
 
 
 class BertModel(BertPreTrainedModel):

@@ -11,7 +11,6 @@ Inputs are ``[d_1, ..., d_n, seq]``. Dropout is off until ``model.train()``; tra
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,12 +28,10 @@ from .gpt2 import (
     GPT_SUMMARY_FIELDS,
     GPTPreTrainedBase,
     MultipleChoiceHead,
-    _gpt_tf_name_to_torch_key,
-    _one_of,
-    _squeeze_conv_weight,
     build_blocks,
     double_heads_losses,
     embed_tokens,
+    one_of,
     reshape_attentions,
     run_blocks,
     shifted_lm_loss,
@@ -46,12 +43,6 @@ PRETRAINED_MODEL_ARCHIVE_MAP = {"openai-gpt": "openai-gpt"}
 OPENAI_GPT_MASKED_LOGIT = -1e9
 # afn names of the reference -> our activations ("gelu" there is the tanh approximation).
 OPENAI_ACTIVATIONS = {"gelu": "gelu_tanh", "relu": "relu", "swish": "swish", "silu": "silu"}
-# Per-layer arrays of OpenAI's checkpoint, in file order (each conv weight is [1, in, out]).
-OPENAI_LAYER_PARAMS = (
-    "attn/c_attn/w", "attn/c_attn/b", "attn/c_proj/w", "attn/c_proj/b", "ln_1/g", "ln_1/b",
-    "mlp/c_fc/w", "mlp/c_fc/b", "mlp/c_proj/w", "mlp/c_proj/b", "ln_2/g", "ln_2/b",
-)
-OPENAI_NUM_SHARDS = 10
 
 
 @configclass
@@ -159,48 +150,10 @@ class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
 
     @classmethod
     def torch_keys_from_openai_numpy(cls, directory: str | os.PathLike) -> dict[str, np.ndarray]:
-        """OpenAI's released checkpoint -> PyTorch keys of an OpenAIGPTModel.
+        """OpenAI's released numpy checkpoint -> PyTorch keys (the format's code: jaxformers/conversion/)."""
+        from ..conversion.openai import torch_keys_from_openai_numpy
 
-        The directory holds ``params_shapes.json`` (the shape of every array, in order) and the arrays
-        concatenated flat and split across ``params_0.npy`` .. ``params_9.npy``. The order is: position
-        embeddings, token embeddings, then 12 arrays per layer (``OPENAI_LAYER_PARAMS``); the optional
-        ``parameters_names.json`` spells the per-layer names out and is checked when present.
-        """
-        directory = Path(directory)
-        shapes_path = directory / "params_shapes.json"
-        if not shapes_path.is_file():
-            raise FileNotFoundError(f"no params_shapes.json in {str(directory)!r}: not an OpenAI GPT checkpoint")
-        shapes = [tuple(shape) for shape in json.loads(shapes_path.read_text(encoding="utf-8"))]
-        shards = []
-        for index in range(OPENAI_NUM_SHARDS):
-            path = directory / f"params_{index}.npy"
-            if not path.is_file():
-                raise FileNotFoundError(f"OpenAI GPT checkpoint shard {str(path)!r} is missing")
-            shards.append(np.load(path, allow_pickle=False).reshape(-1))
-        flat = np.concatenate(shards)
-        sizes = [int(np.prod(shape)) for shape in shapes]
-        if sum(sizes) != flat.size:
-            raise ValueError(
-                f"{str(shapes_path)!r} describes {sum(sizes)} values but the params_*.npy shards hold {flat.size}"
-            )
-        if len(shapes) < 2 or (len(shapes) - 2) % len(OPENAI_LAYER_PARAMS):
-            raise ValueError(
-                f"{str(shapes_path)!r} lists {len(shapes)} arrays; expected 2 embeddings + "
-                f"{len(OPENAI_LAYER_PARAMS)} per layer"
-            )
-        arrays = np.split(flat, np.cumsum(sizes)[:-1])
-        arrays = [array.reshape(shape) for array, shape in zip(arrays, shapes)]
-        num_layers = (len(shapes) - 2) // len(OPENAI_LAYER_PARAMS)
-        names = [f"model/h{layer}/{param}:0" for layer in range(num_layers) for param in OPENAI_LAYER_PARAMS]
-        names_path = directory / "parameters_names.json"
-        if names_path.is_file():
-            listed = json.loads(names_path.read_text(encoding="utf-8"))[1:]  # first entry: the embeddings
-            if listed != names:
-                raise ValueError(f"{str(names_path)!r} does not list the expected per-layer arrays in order")
-        converted = {"positions_embed.weight": arrays[0], "tokens_embed.weight": arrays[1]}
-        for name, array in zip(names, arrays[2:]):
-            converted[_gpt_tf_name_to_torch_key(name)] = _squeeze_conv_weight(array)
-        return converted
+        return torch_keys_from_openai_numpy(directory)
 
 
 class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
@@ -292,8 +245,8 @@ class OpenAIGPTDoubleHeadsModel(_OpenAIGPTWithTransformer):
     def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
                  position_ids=None, head_mask=None, *, multiple_choice_token_ids=None, multiple_choice_labels=None,
                  dropout_rng=None):
-        mc_token_ids = _one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
-        mc_labels = _one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
+        mc_token_ids = one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
+        mc_labels = one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
         if mc_token_ids is None:
             raise ValueError("OpenAIGPTDoubleHeadsModel needs mc_token_ids (the classification token of each choice)")
         attentions, hidden, rng = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)

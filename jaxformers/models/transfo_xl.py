@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -585,6 +584,7 @@ class TransfoXLPreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"
     pretrained_model_archive_map = PRETRAINED_MODEL_ARCHIVE_MAP
     buffer_key_patterns = (r"(^|\.)pos_emb\.inv_freq$",)
+    tf_checkpoint_rules = "transfo-xl"  # the original TF release's names: jaxformers/conversion/tables.py
 
     def __init__(self, config: TransfoXLConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
                  dtype: Any = None, param_dtype: Any = jnp.float32):
@@ -629,16 +629,6 @@ class TransfoXLPreTrainedModel(PreTrainedModel):
             overrides.setdefault("same_length_mask", "tf")
             kwargs["config_overrides"] = overrides
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @classmethod
-    def torch_keys_from_tf(cls, tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Variables of the original (kimiyoung) TensorFlow checkpoints -> PyTorch keys and layouts.
-
-        Relative biases are split per layer when saved with ``untie_r`` (``[n_layer, n_head, d_head]``) and
-        kept shared otherwise. Optimizer slots are dropped; names we don't know pass through unchanged so
-        loading reports them as unexpected.
-        """
-        return tf_to_torch_keys(tf_arrays)
 
     # ---------------------------------------------------------------------------------------------- memories
     def reset_length(self, tgt_len: int, ext_len: int, mem_len: int) -> None:
@@ -820,147 +810,6 @@ class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
         return -jax.nn.log_softmax(logits, axis=-1)[..., 0]  # [batch, tgt_len]
 
 
-# ------------------------------------------------------------------------------------------- TF checkpoints
-
-_TF_LAYER_NAMES = {
-    "rel_attn/LayerNorm/gamma": ("dec_attn.layer_norm.weight", False),
-    "rel_attn/LayerNorm/beta": ("dec_attn.layer_norm.bias", False),
-    "rel_attn/o/kernel": ("dec_attn.o_net.weight", True),
-    "rel_attn/qkv/kernel": ("dec_attn.qkv_net.weight", True),
-    "rel_attn/r/kernel": ("dec_attn.r_net.weight", True),
-    "ff/LayerNorm/gamma": ("pos_ff.layer_norm.weight", False),
-    "ff/LayerNorm/beta": ("pos_ff.layer_norm.bias", False),
-    "ff/layer_1/kernel": ("pos_ff.CoreNet.0.weight", True),
-    "ff/layer_1/bias": ("pos_ff.CoreNet.0.bias", False),
-    "ff/layer_2/kernel": ("pos_ff.CoreNet.3.weight", True),
-    "ff/layer_2/bias": ("pos_ff.CoreNet.3.bias", False),
-}
-
-
-def tf_to_torch_keys(tf_arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """See :meth:`TransfoXLPreTrainedModel.torch_keys_from_tf`.
-
-    Names follow the original ``tf/model.py``: ``adaptive_embed/lookup_table`` + ``proj_W`` (div_val 1) or
-    ``adaptive_embed/cutoff_i/...``; ``adaptive_softmax/cutoff_i/{b,proj,cluster_W,cluster_b}`` or
-    ``adaptive_softmax/bias`` without cutoffs. TF kernels and projections are ``[in, out]`` (transposed here).
-    """
-    out: dict[str, np.ndarray] = {}
-    softmax_biases: dict[int, np.ndarray] = {}
-    for name, array in tf_arrays.items():
-        array = np.asarray(array)
-        if re.search(r"/Adam(_\d+)?$", name):
-            continue
-        match = re.fullmatch(r"transformer/layer_(\d+)/(.+)", name)
-        if match and match.group(2) in _TF_LAYER_NAMES:
-            key, transpose = _TF_LAYER_NAMES[match.group(2)]
-            out[f"transformer.layers.{match.group(1)}.{key}"] = array.T if transpose else array
-            continue
-        match = re.fullmatch(r"transformer/(r_r_bias|r_w_bias)", name)
-        if match:
-            if array.ndim == 3:  # untie_r: one [n_head, d_head] per layer
-                for index in range(array.shape[0]):
-                    out[f"transformer.layers.{index}.dec_attn.{match.group(1)}"] = array[index]
-            else:
-                out[f"transformer.{match.group(1)}"] = array
-            continue
-        match = re.fullmatch(r"transformer/adaptive_embed/(?:cutoff_(\d+)/)?(lookup_table|proj_W)", name)
-        if match:
-            index = match.group(1) or "0"
-            if match.group(2) == "lookup_table":
-                out[f"transformer.word_emb.emb_layers.{index}.weight"] = array
-            else:
-                out[f"transformer.word_emb.emb_projs.{index}"] = array.T
-            continue
-        match = re.fullmatch(r"transformer/adaptive_softmax/cutoff_(\d+)/(cluster_W|cluster_b|b|proj)", name)
-        if match:
-            index, part = int(match.group(1)), match.group(2)
-            if part == "b":
-                softmax_biases[index] = array
-            elif part == "proj":
-                out[f"crit.out_projs.{index}"] = array.T
-            else:
-                out["crit.cluster_weight" if part == "cluster_W" else "crit.cluster_bias"] = array
-            continue
-        if name == "transformer/adaptive_softmax/bias":  # no cutoffs: one softmax, projection shared with input
-            out["crit.out_layers.0.bias"] = array
-            if "transformer/adaptive_embed/proj_W" in tf_arrays:
-                out["crit.out_projs.0"] = np.asarray(tf_arrays["transformer/adaptive_embed/proj_W"]).T
-            continue
-        out[name] = array
-    if "transformer/adaptive_embed/lookup_table" in tf_arrays and softmax_biases:
-        # div_val == 1: one output layer over the whole vocabulary, its bias saved per cluster
-        out["crit.out_layers.0.bias"] = np.concatenate([softmax_biases[i] for i in sorted(softmax_biases)])
-    else:
-        for index, bias in softmax_biases.items():
-            out[f"crit.out_layers.{index}.bias"] = bias
-    return out
-
-
-# ----------------------------------------------------------------------------------------- jitted evaluation
-
-
-def make_eval_step(model: TransfoXLLMHeadModel) -> Callable[..., tuple[Array, list[Array] | None]]:
-    """A jitted ``step(input_ids, target, mems) -> (nll [batch, tgt_len], new_mems)`` for evaluation.
-
-    The model's weights and settings are captured once (``nnx.split``): build the step again after changing
-    them (``reset_length``, ``clamp_len``...). Each distinct input shape compiles once, so a long text cut into
-    equal segments costs one dispatch per segment. Pass ``mems=None`` for the first segment.
-    """
-    if not model.deterministic:
-        raise ValueError("make_eval_step needs an evaluation-mode model: call model.eval() first")
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def step(state, input_ids, target, mems):
-        return nnx.merge(graphdef, state)(input_ids, target, mems)
-
-    def run(input_ids: Array, target: Array, mems: Sequence[Array] | None = None):
-        return step(state, jnp.asarray(input_ids), jnp.asarray(target), None if mems is None else list(mems))
-
-    return run
-
-
-@nnx.jit
-def _scan_segments(model: TransfoXLLMHeadModel, input_ids: Array, target: Array, mems: list[Array] | None):
-    def body(memories, segment):
-        nll, new_memories = model(segment[0], segment[1], memories)
-        return new_memories, nll
-
-    final_mems, nll = jax.lax.scan(body, mems, (input_ids, target))
-    return nll, final_mems
-
-
-def evaluate_segments(model: TransfoXLLMHeadModel, input_ids: Array, target: Array,
-                      mems: Sequence[Array] | None = None) -> tuple[Array, list[Array] | None]:
-    """Run equal-length consecutive segments with memory in one jitted ``lax.scan``.
-
-    input_ids ``[segments, batch, seq]``, target ``[segments, batch, tgt_len]`` -> (nll ``[segments, batch,
-    tgt_len]``, final mems). ``mems=None`` starts from the reference's zero memories. Same values as calling
-    the model segment by segment; compiled once per model configuration and input shape.
-    """
-    if not model.deterministic:
-        raise ValueError("evaluate_segments needs an evaluation-mode model: call model.eval() first")
-    input_ids, target = jnp.asarray(input_ids), jnp.asarray(target)
-    if input_ids.ndim != 3 or target.ndim != 3 or input_ids.shape[:2] != target.shape[:2]:
-        raise ValueError(
-            f"input_ids {tuple(input_ids.shape)} and target {tuple(target.shape)} must be [segments, batch, len]"
-        )
-    base = model.transformer
-    if mems is None:
-        mems = model.init_mems(input_ids.shape[1])
-    if mems is not None:
-        # lax.scan carries memories of constant shape: one segment must keep their length.
-        m_len, q_len = mems[0].shape[0], input_ids.shape[2]
-        end = q_len + max(0, m_len - base.ext_len)
-        if end - max(0, end - base.mem_len) != m_len:
-            raise ValueError(
-                f"memories of length {m_len} would change length with segments of {q_len} tokens (mem_len="
-                f"{base.mem_len}, ext_len={base.ext_len}): use make_eval_step segment by segment instead"
-            )
-        mems = [jnp.asarray(m) for m in mems]
-    return _scan_segments(model, input_ids, target, mems)
-
-
 __all__: Sequence[str] = (
     "TransfoXLConfig",
     "TransfoXLModel",
@@ -970,7 +819,5 @@ __all__: Sequence[str] = (
     "AdaptiveEmbedding",
     "LogUniformSampler",
     "sample_logits",
-    "make_eval_step",
-    "evaluate_segments",
     "PRETRAINED_MODEL_ARCHIVE_MAP",
 )
