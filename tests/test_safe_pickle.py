@@ -58,11 +58,11 @@ def _load_in_subprocess(path, timeout: float = 60) -> subprocess.CompletedProces
 
 
 def test_object_flags_smuggled_into_a_numeric_dtype_are_refused(tmp_path):
-    # numpy.dtype('f8') whose pickled state carries the flags of an object dtype (63): numpy's own
-    # dtype.__setstate__ accepts that, and numpy scalar/_frombuffer then read PyObject* pointers from the file's
-    # bytes (arbitrary code on non-PIE builds, a segfault elsewhere).
+    # numpy.dtype('f8') whose pickled state sets NPY_ITEM_HASOBJECT (flag 1): numpy's own dtype.__setstate__
+    # accepts that, and numpy scalar/_frombuffer then treat the file's bytes as PyObject* pointers (arbitrary
+    # code on non-PIE builds, a segfault elsewhere). The previous reader loaded this file without complaint.
     dtype = (_global("numpy", "dtype") + _unicode("f8") + b"\x89\x88\x87R"
-             + b"(" + b"K\x03" + _unicode("|") + b"NNN" + _int(8) + _int(8) + _int(63) + b"tb")
+             + b"(" + b"K\x03" + _unicode("|") + b"NNN" + _int(8) + _int(8) + _int(1) + b"tb")
     for tail in (_global("numpy.core.multiarray", "scalar") + dtype + _bytes(b"\x41" * 8) + b"\x86R.",
                  _global("numpy._core.numeric", "_frombuffer") + dtype.join([b"(" + _bytes(b"\x41" * 8), b""])
                  + b"K\x01\x85" + _unicode("C") + b"tR."):
