@@ -298,7 +298,12 @@ class PretrainedConfig:
                 and self.runtime_options() == other.runtime_options())
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.to_json_string(), tuple(sorted(self.runtime_options().items()))))
+        # Frozen, so computed once (nnx may hash a model's static attributes on every jitted call).
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((type(self).__name__, self.to_json_string(), tuple(sorted(self.runtime_options().items()))))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def __getattr__(self, name: str) -> Any:
         # Kept keys read like fields (``config.pad_token_id``), as 0.6.x code setting attributes from JSON did.
