@@ -173,17 +173,19 @@ model = jaxformers.BertForSequenceClassification(config, num_labels=2, seed=seed
 real_write = atomic_save._write_staged
 
 def blocked_waiters():
-    # /proc/locks lists processes blocked on a lock with a "->" marker.
+    # /proc/locks lists processes blocked on a lock with a "->" marker, and the inode (MAJOR:MINOR:INODE).
+    inode = f":{os.stat(target).st_ino} "
     with open("/proc/locks") as locks:
-        return sum(1 for line in locks if "->" in line and "FLOCK" in line)
+        return sum(1 for line in locks if "->" in line and "FLOCK" in line and inode in line)
 
 def write_slowly(path, write):
     # The first saver holds the lock in the middle of its staging until the second is blocked on it.
     if role == "first" and path.name == "flax_model.msgpack":
         open(os.path.join(os.path.dirname(target), "first-is-staging"), "w").close()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while blocked_waiters() == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
+        print("second saver seen waiting" if blocked_waiters() else "no waiter seen")
     return real_write(path, write)
 
 atomic_save._write_staged = write_slowly
@@ -207,6 +209,7 @@ def test_two_processes_saving_at_once_are_serialised(tmp_path):
     outputs = [process.communicate(timeout=300) for process in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-2000:]
+    assert "second saver seen waiting" in outputs[0][0]  # the two saves really overlapped
     # The second saver waited for the first, then replaced its save entirely.
     loaded = jaxformers.BertForSequenceClassification.from_pretrained(target, num_labels=2, strict=True)
     expected = jaxformers.BertForSequenceClassification(
