@@ -231,5 +231,6 @@ def test_corpus_pickle_with_code_is_refused(tmp_path, original_modules):
     pickled = tmp_path / "cache.pkl"
     pickled.write_bytes(pickle.dumps({"vocab": Exploit()}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="system"):
-        load_script(CONVERTER).main(["--dump_folder", str(tmp_path / "out"), "--transfo_xl_dataset_file", str(pickled)])
+        load_script(CONVERTER).main(["--debug", "--dump_folder", str(tmp_path / "out"),
+                                    "--transfo_xl_dataset_file", str(pickled)])  # --debug: the error, not an exit
     assert not (tmp_path / "pwned").exists()
