@@ -193,6 +193,10 @@ class PretrainedConfig:
         """Split into (declared fields, kept extra keys); refuse math we do not implement; warn on unknown."""
         fields, extra, unknown = {}, {}, []
         math = {**COMMON_MATH_FIELDS, **cls.math_fields}
+        model_type = values.get("model_type")
+        if model_type and cls.model_type and model_type != cls.model_type:
+            raise ValueError(f"{cls.__name__}: model_type={model_type!r}{_where(source)}: this is not a "
+                             f"{cls.model_type!r} config; load it with the matching jaxformers class")
         for key, value in values.items():
             if key in cls._specs:
                 fields[key] = value

@@ -235,3 +235,11 @@ def test_gpt2_converter_takes_a_config_file_with_any_n_ctx(tmp_path):
     assert status in (0, None)
     saved = GPT2Config.from_json_file(out / "config.json")
     assert saved.n_positions == GPT2_TINY["n_ctx"] != 1024 and saved.vocab_size == VOCAB
+
+
+def test_a_config_of_another_family_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "gpt2", "vocab_size": 50, "n_embd": 16, "n_head": 2}))
+    with pytest.raises(ValueError, match=r"model_type='gpt2' in '.*config.json': this is not a 'bert' config"):
+        BertConfig.from_json_file(path)
+    assert GPT2Config.from_json_file(path).n_embd == 16
