@@ -27,6 +27,8 @@ N_TOKEN = 60
 FIELDS = dict(d_model=32, n_head=4, d_head=8, d_inner=37, n_layer=2, tgt_len=4, mem_len=5, clamp_len=3,
               dropout=0.0, dropatt=0.0)
 DIV2 = dict(FIELDS, cutoffs=[10, 30], d_embed=32, div_val=2, untie_r=True)
+# The PyTorch port's same_length mask, to compare a TF-converted model with the reference's outputs.
+PORT_MASK = dict(config_overrides={"same_length_mask": "pytorch"})
 DIV1_SHARED_R = dict(FIELDS, cutoffs=[20, 40], d_embed=16, div_val=1, untie_r=False)
 
 
@@ -87,7 +89,11 @@ def test_tf_checkpoint_matches_reference_loader_and_converter(tmp_path):
     expected = log_probs_of(reference, INPUT_IDS)
 
     write_config(checkpoint_dir, DIV2)
-    ours = jx.TransfoXLLMHeadModel.from_pretrained(checkpoint_dir, from_tf=True, strict=True)
+    # The reference is the PyTorch port, so compare under its same_length mask; a TF checkpoint gets the original
+    # TF code's mask by default (checked against the TF model in test_transfo_xl_tf_mask.py).
+    ours = jx.TransfoXLLMHeadModel.from_pretrained(checkpoint_dir, from_tf=True, strict=True, **PORT_MASK)
+    assert ours.config.same_length_mask == "pytorch"
+    assert jx.TransfoXLLMHeadModel.from_pretrained(checkpoint_dir, from_tf=True).config.same_length_mask == "tf"
     assert_close(log_probs_of(ours, INPUT_IDS), expected, 1e-5, "from_pretrained(from_tf=True)")
 
     dump = tmp_path / "converted"
@@ -99,7 +105,8 @@ def test_tf_checkpoint_matches_reference_loader_and_converter(tmp_path):
     fresh.load_state_dict(torch.load(dump / "pytorch_model.bin", weights_only=True), strict=True)
     for key, value in reference.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
-    converted = jx.TransfoXLLMHeadModel.from_pretrained(dump)
+    assert jx.TransfoXLLMHeadModel.from_pretrained(dump).config.same_length_mask == "tf"
+    converted = jx.TransfoXLLMHeadModel.from_pretrained(dump, **PORT_MASK)
     assert converted.config.layer_norm_epsilon == 1e-5
     assert_close(log_probs_of(converted, INPUT_IDS), expected, 1e-5, "converted model")
 
@@ -129,7 +136,7 @@ def test_tf_checkpoint_div_val_1_and_shared_biases(tmp_path):
     checkpoint_dir.mkdir()
     write_tf_checkpoint(arrays, checkpoint_dir / "model.ckpt")
     write_config(checkpoint_dir, DIV1_SHARED_R)
-    ours = jx.TransfoXLLMHeadModel.from_pretrained(checkpoint_dir, from_tf=True, strict=True)
+    ours = jx.TransfoXLLMHeadModel.from_pretrained(checkpoint_dir, from_tf=True, strict=True, **PORT_MASK)
     assert_close(log_probs_of(ours, INPUT_IDS), log_probs_of(source, INPUT_IDS), 1e-5, "div_val=1, shared biases")
     exported = ours.torch_state_dict()
     for key, value in state.items():
