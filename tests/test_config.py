@@ -1,11 +1,18 @@
-"""BertConfig: the 0.6.x constructor, JSON files of both eras, round trips and clear errors."""
+"""Configs: the 0.6.x constructors, JSON files of both eras, round trips, validation naming key and file, frozen
+dataclasses, kept metadata, refused overrides, runtime switches, labels from Hugging Face configs."""
 
+import dataclasses
 import json
+import logging
 
+import numpy as np
 import pytest
 from pytorch_pretrained_bert import modeling as ppb
 
-from jaxformers.models.bert import BertConfig
+from jaxformers.models.bert import BertConfig, BertForSequenceClassification, BertModel
+from jaxformers.models.gpt2 import GPT2Config
+from jaxformers.models.openai_gpt import OpenAIGPTConfig
+from jaxformers.models.transfo_xl import TransfoXLConfig
 
 
 def test_06x_constructor_and_defaults_match_reference():
@@ -58,17 +65,7 @@ def test_bad_config_inputs_are_clear(tmp_path):
         BertConfig.from_json_file(listed)
 
 
-# ------------------------------------------------------------------------- frozen dataclass configs (issue 13)
-
-import dataclasses  # noqa: E402
-import logging  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from jaxformers.models.bert import BertForSequenceClassification, BertModel  # noqa: E402
-from jaxformers.models.gpt2 import GPT2Config  # noqa: E402
-from jaxformers.models.openai_gpt import OpenAIGPTConfig  # noqa: E402
-from jaxformers.models.transfo_xl import TransfoXLConfig  # noqa: E402
+# ---------------------------------------------------------------------------------------- frozen dataclass configs
 
 TINY_BERT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
                  max_position_embeddings=16)
@@ -179,7 +176,7 @@ def test_unknown_overrides_are_errors_with_a_did_you_mean(tmp_path):
 
 def test_runtime_switches_are_not_saved(tmp_path):
     config = BertConfig(99, **TINY_BERT, scan_layers=True, remat=True)
-    assert config.runtime_options() == {"scan_layers": True, "remat": True}
+    assert config.runtime_options() == {"scan_layers": True, "remat": True, "remat_policy": "nothing_saveable"}
     written = json.loads(config.to_json_string())
     assert "scan_layers" not in written and "remat" not in written
     BertModel(config).save_pretrained(tmp_path / "saved")
