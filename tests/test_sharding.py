@@ -256,6 +256,13 @@ SCRIPT = textwrap.dedent(
     generated = [np.asarray(Generator(model)(prompts, max_new_tokens=4)).tolist() for model in (plain, split)]
     out["tp_generate_equal"] = generated[0] == generated[1]
     out["tp_c_fc"] = [axis for axis in split.transformer.h.mlp.c_fc.weight[...].sharding.spec]
+
+    # The examples' flags: --model_parallel 2 on 8 devices is a 4 x 2 mesh; the batch only splits 4 ways.
+    import argparse
+    from jaxformers.training import add_training_arguments, setup_run
+    args = add_training_arguments(argparse.ArgumentParser()).parse_args(
+        ["--do_train", "--model_parallel", "2", "--train_batch_size", "4"])
+    out["setup_mesh"] = dict(setup_run(args).mesh.shape)
     print("RESULT", json.dumps(out))
     """
 )
@@ -305,3 +312,8 @@ def test_inference_split_over_the_model_axis_matches_one_device(eight_devices):
     assert eight_devices["tp_c_fc"] == [None, None, "model"]
     assert eight_devices["tp_logits"] <= 1e-5
     assert eight_devices["tp_generate_equal"]
+
+
+@pytest.mark.slow
+def test_model_parallel_flag_builds_the_two_axis_mesh(eight_devices):
+    assert eight_devices["setup_mesh"] == {"data": 4, "model": 2}
