@@ -107,6 +107,15 @@ def test_abstract_models_keep_the_axes():
     assert logical_axes(abstract)["bert.encoder.layer.0.intermediate.dense.weight"] == ("embed", "mlp")
 
 
+def test_loaded_models_keep_the_axes(tmp_path):
+    """from_pretrained builds abstractly and fills in the file's arrays: the logical axes survive, scanned or not."""
+    saved = bert()
+    saved.save_pretrained(tmp_path)
+    assert logical_axes(BertForPreTraining.from_pretrained(tmp_path)) == logical_axes(saved)
+    scanned = BertForPreTraining.from_pretrained(tmp_path, scan_layers=True)
+    assert logical_axes(scanned)["bert.encoder.layer.intermediate.dense.weight"] == ("layers", "embed", "mlp")
+
+
 # ------------------------------------------------------------------------------------------------ rules table
 
 
