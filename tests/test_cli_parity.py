@@ -128,3 +128,17 @@ def test_parity_takes_a_hub_id_and_reads_the_class_from_its_config(capsys, check
         code, out, err = run_parity(capsys, "some-org/tiny-gpt2", "--max-length", "12")
     assert code == 0, out + err
     assert "model: GPT2LMHeadModel" in out and "PARITY OK" in out
+
+
+def test_an_installed_accelerator_plugin_leaves_jax_to_choose(tmp_path):
+    # A jax_plugins namespace module is how CUDA/ROCm plugins announce themselves; jaxformers must then not pin
+    # the CPU platform (the GPU machine's check: jax.default_backend() stays 'gpu' there).
+    plugin = tmp_path / "jax_plugins" / "xla_fake_accelerator"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text("def initialize():\n    pass\n")
+    env = {**_clean_env(), "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = ("from jaxformers import _platform; print(_platform._accelerator_plugin_installed(), "
+            "_platform.default_jax_to_cpu_without_accelerator())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "False"]
