@@ -209,12 +209,19 @@ def _model_class(family: str, task: str) -> tuple[type, dict[str, Any]]:
     return table[(family, task)]
 
 
-def build_abstract_model(request: PlanRequest) -> tuple[str, Any]:
-    """The task's model, parameters as shapes only (no random numbers, nothing compiled)."""
+_LAYER_FIELDS = {"bert": "num_hidden_layers", "gpt2": "n_layer"}
+
+
+def build_abstract_model(request: PlanRequest, num_layers: int | None = None) -> tuple[str, Any]:
+    """The task's model, parameters as shapes only (no random numbers, nothing compiled); ``num_layers``
+    overrides the depth (unrolled), for :func:`_scanned_cost`."""
     from .layers import abstract_init
 
     family, config = load_config(request.model)
-    config = dataclasses.replace(config, remat=request.remat, scan_layers=request.scan_layers)
+    changes = {"remat": request.remat, "scan_layers": request.scan_layers}
+    if num_layers is not None:
+        changes.update({_LAYER_FIELDS[family]: num_layers, "scan_layers": False})
+    config = dataclasses.replace(config, **changes)
     cls, kwargs = _model_class(family, request.task)
     kwargs = {key: getattr(request, key) for key in kwargs}
     with abstract_init():
@@ -440,11 +447,28 @@ def plan(request: PlanRequest) -> dict[str, Any]:
         lowered = lower(model, family, request, mesh)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - started
-    return _report(request, topology, compiled, sorted(used), compile_s, jax.__version__)
+    cost = _cost(compiled)
+    if request.scan_layers:
+        cost = _scanned_cost(request, mesh, lower, getattr(model.config, _LAYER_FIELDS[family]))
+    return _report(request, topology, compiled, cost, sorted(used), compile_s, jax.__version__)
 
 
-def _report(request: PlanRequest, topology: Topology, compiled: Any, kernels: list[str], compile_s: float,
-            jax_version: str) -> dict[str, Any]:
+def _scanned_cost(request: PlanRequest, mesh: Any, lower: Callable, num_layers: int) -> dict[str, float]:
+    """XLA's cost analysis counts a loop body once, so a step scanned over its layers reports one layer's
+    FLOPs. The layers are identical: compile the same step unrolled at 1 and 2 layers and extrapolate."""
+    from . import attention as attention_kernels
+
+    costs = []
+    for layers in (1, 2):
+        family, model = build_abstract_model(request, num_layers=layers)
+        with attention_kernels.target_platform("tpu", mesh):
+            costs.append(_cost(lower(model, family, request, mesh).compile()))
+    return {key: costs[0].get(key, 0.0) + (num_layers - 1) * (costs[1].get(key, 0.0) - costs[0].get(key, 0.0))
+            for key in ("flops", "bytes accessed")}
+
+
+def _report(request: PlanRequest, topology: Topology, compiled: Any, cost: dict[str, float], kernels: list[str],
+            compile_s: float, jax_version: str) -> dict[str, Any]:
     memory = compiled.memory_analysis()
     per_device = {
         "arguments": int(memory.argument_size_in_bytes),
@@ -455,7 +479,6 @@ def _report(request: PlanRequest, topology: Topology, compiled: Any, kernels: li
     }
     total = sum(per_device[key] for key in ("arguments", "temporaries", "outputs", "code")) - per_device["aliased"]
     per_device["total"] = total
-    cost = _cost(compiled)
     flops = float(cost.get("flops", 0.0))  # per device: XLA analyses the partitioned (per-device) program
     moved = float(cost.get("bytes accessed", 0.0))
     compute_s, memory_s = flops / topology.peak_flops_per_device, moved / topology.bandwidth_per_device

@@ -98,3 +98,11 @@ def test_shortcut_configs_and_topology_names():
         topology = plan.get_topology(name)
         assert topology.chip.name == kind
         assert len(topology.devices) // topology.devices_per_chip == chips, name
+
+
+@pytest.mark.slow
+def test_scan_layers_counts_every_layer(classification_report, tiny_bert):
+    """XLA counts a scanned loop body once; plan extrapolates from 1- and 2-layer compiles to the real depth."""
+    scanned = plan.plan(plan.PlanRequest(model=tiny_bert, task="classification", batch=8, seq=128,
+                                         topology="v5e:2x2", scan_layers=True))
+    assert scanned["flops_per_step"] == pytest.approx(classification_report["flops_per_step"], rel=1e-6)
