@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 # command-line format name -> module in this package
 FORMATS = {
@@ -78,6 +78,14 @@ def check_tf_checkpoint(path: str) -> str:
         raise FileNotFoundError(f"TensorFlow checkpoint {path!r} does not exist (expected {path}.index, "
                                 "or a folder holding one *.index file)")
     return find_tf_checkpoint(path)
+
+
+def load_strictly_and_save(model: Any, arrays: dict[str, Any], source: str, output_dir: str | os.PathLike, *,
+                           pytorch: bool, safetensors: bool) -> Any:
+    """Load the converted ``{PyTorch key: array}`` into ``model`` (every weight, nothing else) and save it."""
+    model.load_state_dict(arrays, strict=True, source=source)
+    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
+    return model
 
 
 def configure_convert(parser: argparse.ArgumentParser) -> None:

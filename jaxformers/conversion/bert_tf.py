@@ -34,9 +34,10 @@ def convert_bert_tf_checkpoint(
     config = bert.BertConfig.from_json_file(bert_config_file)
     model = getattr(bert, model_class)(config)
     prefix = find_tf_checkpoint(tf_checkpoint_path)
+    from . import load_strictly_and_save
+
     arrays = model.torch_keys_from_tf(read_tf_checkpoint(prefix), source=prefix)
-    model.load_state_dict(arrays, strict=True, source=prefix)
-    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
+    load_strictly_and_save(model, arrays, prefix, output_dir, pytorch=pytorch, safetensors=safetensors)
 
 
 SUMMARY = "Google's BERT TensorFlow checkpoint (bert_model.ckpt + bert_config.json)"

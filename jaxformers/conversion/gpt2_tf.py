@@ -31,11 +31,11 @@ def convert_gpt2_checkpoint(checkpoint_path: str, config_file: str | None, outpu
         config = GPT2Config.from_json_file(hparams)
     else:
         config = GPT2Config()
-    model = GPT2Model(config)
+    from . import load_strictly_and_save
+
     arrays = GPT2Model.torch_keys_from_tf(read_tf_checkpoint(prefix), source=prefix)
-    model.load_state_dict(arrays, strict=True, source=prefix)
-    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
-    return model
+    return load_strictly_and_save(GPT2Model(config), arrays, prefix, output_dir, pytorch=pytorch,
+                                  safetensors=safetensors)
 
 
 SUMMARY = "OpenAI's GPT-2 TensorFlow checkpoint (model.ckpt, hparams.json)"

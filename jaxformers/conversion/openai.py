@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,14 +32,31 @@ def torch_keys_from_openai_numpy(directory: str | os.PathLike) -> dict[str, np.n
     return apply_rules(OPENAI_NUMPY, read_openai_checkpoint(directory), source=str(directory))
 
 
+def load_openai_numpy(model_class: type, directory: str | os.PathLike, inputs: tuple, kwargs: dict[str, Any]) -> Any:
+    """``model_class.from_pretrained(directory, from_tf=True, *inputs, **kwargs)``: the config is the folder's
+    config.json (or legacy name) when there is one, else the released model's; returns what from_pretrained does."""
+    from ..configuration import apply_model_kwargs
+    from ..modeling_utils import CONFIG_NAME
+
+    directory = Path(directory)
+    config_overrides = kwargs.pop("config_overrides", None)
+    output_loading_info = kwargs.pop("output_loading_info", False)
+    strict = kwargs.pop("strict", False)
+    names = [name for name in (CONFIG_NAME, *model_class.legacy_config_names) if (directory / name).is_file()]
+    config = model_class.config_class.from_json_file(directory / names[0]) if names else model_class.config_class()
+    config, kwargs = apply_model_kwargs(model_class, config, inputs, kwargs, config_overrides)
+    model = model_class(config, *inputs, **kwargs)
+    report = model.load_state_dict(torch_keys_from_openai_numpy(directory), strict=strict, source=str(directory))
+    return (model, report.as_dict()) if output_loading_info else model
+
+
 def convert_openai_checkpoint(checkpoint_folder: str, config_file: str | None, output_dir: str,
                               pytorch: bool = False, safetensors: bool = False) -> OpenAIGPTModel:
+    from . import load_strictly_and_save
+
     config = OpenAIGPTConfig(config_file) if config_file else OpenAIGPTConfig()
-    model = OpenAIGPTModel(config)
-    arrays = torch_keys_from_openai_numpy(checkpoint_folder)
-    model.load_state_dict(arrays, strict=True, source=checkpoint_folder)
-    model.save_pretrained(output_dir, pytorch=pytorch, safetensors=safetensors)
-    return model
+    return load_strictly_and_save(OpenAIGPTModel(config), torch_keys_from_openai_numpy(checkpoint_folder),
+                                  checkpoint_folder, output_dir, pytorch=pytorch, safetensors=safetensors)
 
 
 SUMMARY = "OpenAI's original GPT release (params_shapes.json + params_{0..9}.npy)"

@@ -100,6 +100,8 @@ def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: st
     from jaxformers.models.transfo_xl import TransfoXLConfig, TransfoXLLMHeadModel
     from jaxformers.tf_checkpoints import find_tf_checkpoint, read_tf_checkpoint
 
+    from . import load_strictly_and_save
+
     config = TransfoXLConfig.from_json_file(config_file) if config_file else TransfoXLConfig()
     # The original TF model's same_length mask lets each query see one key more than the PyTorch port's; the
     # converted model (and the config.json written with it) keeps the TF behaviour so its losses match.
@@ -108,8 +110,7 @@ def convert_tf_checkpoint(tf_checkpoint_path: str | os.PathLike, config_file: st
     logger.info("converting %s with config %s", checkpoint, config)
     model = TransfoXLLMHeadModel(config)
     arrays = model.torch_keys_from_tf(read_tf_checkpoint(checkpoint), source=checkpoint)
-    model.load_state_dict(arrays, strict=True, source=checkpoint)
-    model.save_pretrained(dump_folder, pytorch=pytorch, safetensors=safetensors)
+    load_strictly_and_save(model, arrays, checkpoint, dump_folder, pytorch=pytorch, safetensors=safetensors)
     logger.info("saved the converted model to %s", dump_folder)
     return model
 

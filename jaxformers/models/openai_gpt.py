@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -20,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..configuration import PretrainedConfig, apply_model_kwargs, configclass, spec
+from ..configuration import PretrainedConfig, configclass, spec
 from ..layers import ACTIVATIONS, Array, causal_bias, fold_rng, normalize_head_mask
-from ..modeling_utils import CONFIG_NAME
 from .gpt2 import (
     GPT_ALIASES,
     GPT_SUMMARY_FIELDS,
@@ -124,22 +122,9 @@ class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
         (``params_shapes.json`` + ``params_{0..9}.npy``; ``config.json`` optional, defaults otherwise), and
         ``num_special_tokens`` resizes the token table after loading (see ``set_num_special_tokens``)."""
         if from_tf:
-            directory = Path(pretrained_model_name_or_path)
-            config_overrides = kwargs.pop("config_overrides", None)
-            output_loading_info = kwargs.pop("output_loading_info", False)
-            strict = kwargs.pop("strict", False)
-            config = None
-            for name in (CONFIG_NAME, *cls.legacy_config_names):
-                if (directory / name).is_file():
-                    config = cls.config_class.from_json_file(directory / name)
-                    break
-            if config is None:
-                config = cls.config_class()
-            config, kwargs = apply_model_kwargs(cls, config, inputs, kwargs, config_overrides)
-            model = cls(config, *inputs, **kwargs)
-            report = model.load_state_dict(cls.torch_keys_from_openai_numpy(directory), strict=strict,
-                                           source=str(directory))
-            result = (model, report.as_dict()) if output_loading_info else model
+            from ..conversion.openai import load_openai_numpy
+
+            result = load_openai_numpy(cls, pretrained_model_name_or_path, inputs, kwargs)
         else:
             result = super().from_pretrained(pretrained_model_name_or_path, cache_dir, from_tf, state_dict, *inputs,
                                              **kwargs)
