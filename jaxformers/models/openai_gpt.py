@@ -2,7 +2,8 @@
 
 Differences from GPT-2: layer norms after each residual sum, no final layer norm, a configurable activation
 (``afn``: OpenAI's "gelu" is the tanh approximation), learned special-token rows appended to the token
-embeddings (``n_special``, ``set_num_special_tokens``), and OpenAI's original numpy checkpoint format.
+embeddings (``n_special``, ``set_num_special_tokens``), and OpenAI's original numpy checkpoint format (read and
+renamed in jaxformers/conversion/: readers.py, tables.OPENAI_NUMPY).
 
 Inputs are ``[d_1, ..., d_n, seq]``. Dropout is off until ``model.train()``; training calls then need
 ``dropout_rng=jax.random.key(...)``.
