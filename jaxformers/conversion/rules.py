@@ -7,8 +7,8 @@ naming it and the file, unless it is an optimizer slot (:data:`OPTIMIZER_SLOTS`,
 silently dropped name would hide a checkpoint of another architecture until its missing weights showed up as
 wrong outputs.
 
-Templates: ``{1}``, ``{2}``... are the pattern's groups (``{0}`` the whole name), with ``/`` turned into ``.`` (``attn/c_attn`` ->
-``attn.c_attn``); ``{n}`` splits the array along its first axis into one key per index (a TF variable stacking
+Templates: ``{1}``, ``{2}``... are the pattern's groups (``{0}`` the whole name), with ``/`` turned into ``.``
+(``attn/c_attn`` -> ``attn.c_attn``); ``{n}`` splits the array along its first axis into one key per index (a TF variable stacking
 one array per layer).
 """
 
@@ -120,7 +120,8 @@ def apply_rules(table: RuleTable, arrays: Mapping[str, Any], source: str = "the 
         raise ValueError(_unmatched_message(table, unmatched, source))
     for key, parts in pieces.items():
         if key in origin:
-            raise ValueError(f"{source}: {origin[key]!r} and the pieces of {key!r} both map to it ({table.title} rules)")
+            raise ValueError(f"{source}: {origin[key]!r} and the pieces of {key!r} both map to it "
+                             f"({table.title} rules)")
         out[key] = np.concatenate([value for _, value in sorted(parts, key=lambda part: part[0])])
     return out
 
