@@ -8,8 +8,8 @@ silently dropped name would hide a checkpoint of another architecture until its 
 wrong outputs.
 
 Templates: ``{1}``, ``{2}``... are the pattern's groups (``{0}`` the whole name), with ``/`` turned into ``.``
-(``attn/c_attn`` -> ``attn.c_attn``); ``{n}`` splits the array along its first axis into one key per index (a TF variable stacking
-one array per layer).
+(``attn/c_attn`` -> ``attn.c_attn``); ``{n}`` splits the array along its first axis into one key per index (a TF
+variable stacking one array per layer).
 """
 
 from __future__ import annotations
