@@ -154,9 +154,9 @@ def setup_run(args: argparse.Namespace) -> RunSetup:
     if getattr(args, "do_train", True) and args.train_batch_size % (accumulation * setup.data_parallel):
         raise SystemExit(f"--train_batch_size ({args.train_batch_size}) must be a multiple of "
                          f"--gradient_accumulation_steps x devices ({accumulation} x {setup.data_parallel})")
-    logger.info("devices: %d x %s (data %d x model %d), precision: %s, fsdp: %s, processes: %d",
-                setup.num_devices, setup.mesh.devices.flat[0].platform, setup.data_parallel,
-                setup.mesh.shape["model"], setup.precision.compute, getattr(args, "fsdp", False), jax.process_count())
+    logger.info("devices: %d x %s, precision: %s, fsdp: %s, mesh: data %d x model %d, processes: %d",
+                setup.num_devices, setup.mesh.devices.flat[0].platform, setup.precision.compute,
+                getattr(args, "fsdp", False), setup.data_parallel, setup.mesh.shape["model"], jax.process_count())
     return setup
 
 

@@ -83,7 +83,7 @@ def partition_specs(tree: Any, mesh: Mesh, fsdp: bool = False, rules: Rules | No
     def spec_of(path: tuple, leaf: Any) -> Any:
         axes = leaf.get_metadata("out_sharding", None) if _is_variable(leaf) else None
         shape = tuple(np.shape(leaf.get_value() if _is_variable(leaf) else leaf))
-        if axes:
+        if axes and 0 not in shape:  # an empty placeholder (a frozen parameter's optimizer slot) stays whole
             spec = resolve_spec(axes, shape, mesh_shape, rules, what=jax.tree_util.keystr(path))
         elif fsdp:
             spec = fsdp_spec(shape, mesh_shape.get(FSDP_AXIS, 1))
