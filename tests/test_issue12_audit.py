@@ -1,0 +1,148 @@
+"""Gaps an audit of issue 12 found in the tests of the other issue-12 files: torch storages as a decompression
+bomb (each zip member was bounded alone, their sum was not), read_torch_bin against torch.load for the views
+torch writes (offsets, strides, tied and bf16 views, both formats), a truncated small (git-blob ETag) hub file
+without Content-Length, and a failed archive load leaving nothing in a real $TMPDIR."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from jaxformers.modeling_utils import read_torch_bin  # noqa: E402
+from jaxformers.safe_pickle import load_pickled_data  # noqa: E402
+
+
+def _deflated(raw: bytes) -> bytes:
+    """The same torch.save zip with every member deflated (zipfile reads it; zeros shrink about 1000 x)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    return out.getvalue()
+
+
+def test_many_deflated_storages_hit_the_decoded_size_bound(tmp_path):
+    # 32 one-element views of 32 distinct 1 MiB storages: torch.save writes each whole storage. Deflated, the file
+    # is ~35 KB; every member alone is under the per-member bound, together they are 32 MiB (the reader used to
+    # inflate them all: 344 KB became 512 MiB resident with 300 members).
+    buffer = io.BytesIO()
+    torch.save([torch.zeros(1 << 18)[:1] for _ in range(32)], buffer)
+    path = tmp_path / "corpus.bin"
+    path.write_bytes(_deflated(buffer.getvalue()))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(pickle.UnpicklingError, match=r"corpus\.bin.*storage '\d+'.*decompression bomb"):
+        load_pickled_data(path)
+    # The same views over storages of their own size load (the bound is on bytes, not on members).
+    buffer = io.BytesIO()
+    torch.save([torch.zeros(1 << 18)[:1].clone() for _ in range(32)], buffer)
+    path.write_bytes(_deflated(buffer.getvalue()))
+    assert [array.tolist() for array in load_pickled_data(path)] == [[0.0]] * 32
+
+
+def _views_state() -> OrderedDict:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(8, 6, generator=generator)
+    tied = torch.nn.Parameter(base.clone())  # one Parameter under two names, as tied embeddings are saved
+    bf16 = torch.randn(5, 4, generator=generator).bfloat16()
+    return OrderedDict([
+        ("embeddings.weight", tied), ("lm_head.weight", tied), ("rows", base[2:5]), ("column", base[:, 1]),
+        ("transposed", base.t()), ("every_other", base[::2, 1::2]), ("half", base.half()[1:]),
+        ("bf16", bf16), ("bf16_view", bf16[1:, ::2]), ("scalar", torch.tensor(3.5)), ("empty", torch.zeros(0, 4)),
+    ])
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-0.6.x"])
+def test_read_torch_bin_equals_torch_load_for_views_and_tied_storages(tmp_path, zip_format):
+    state = _views_state()
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    expected = torch.load(path, weights_only=True)  # torch's own reader is the reference
+    ours = read_torch_bin(path)
+    assert list(ours) == list(expected)
+    for key, tensor in expected.items():
+        assert ours[key].shape == tuple(tensor.shape), key
+        assert str(ours[key].dtype) == str(tensor.dtype).removeprefix("torch."), key
+        np.testing.assert_array_equal(np.asarray(ours[key], np.float32), tensor.detach().float().numpy(),
+                                      err_msg=key)
+
+
+def test_truncated_small_hub_file_without_content_length_is_never_cached(tmp_path, monkeypatch):
+    """config.json-like files carry git's blob sha1 as ETag (not sha256): the check must cover them too."""
+    from local_hub import LocalHub
+
+    from jaxformers.file_utils import hub_file
+
+    for variable in ("JAXFORMERS_CACHE", "JAXFORMERS_ENDPOINT", "JAXFORMERS_OFFLINE", "HF_HUB_OFFLINE",
+                     "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    repo = tmp_path / "hub" / "some-org" / "tiny"
+    repo.mkdir(parents=True)
+    content = ("[PAD]\n[UNK]\n" + "".join(f"w{i}\n" for i in range(500))).encode()
+    (repo / "vocab.txt").write_bytes(content)
+    with LocalHub(tmp_path / "hub") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.faults["vocab.txt"] = "truncate-unsized"
+        with pytest.raises(OSError, match=rf"{hub.url}/some-org/tiny/resolve/main/vocab\.txt.*hash to the ETag"):
+            hub_file("some-org/tiny", "vocab.txt")
+        cache = tmp_path / "hf-home" / "hub" / "models--some-org--tiny"
+        assert not [path for folder in ("blobs", "snapshots") for path in (cache / folder).rglob("*")
+                    if path.is_file() or path.is_symlink()]
+        del hub.faults["vocab.txt"]
+        assert Path(hub_file("some-org/tiny", "vocab.txt")).read_bytes() == content
+
+
+def _archive(path: Path, config: bytes, weights: bytes) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in (("config.json", config), ("pytorch_model.bin", weights)):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_failed_archive_loads_leave_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    """Failures after the extraction (non-float weights, NaN or missing keys with strict=True, a broken config)
+    as well as a truncated archive: the temporary directory is empty again after each."""
+    import tempfile
+
+    from jaxformers.models import bert
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    config = bert.BertConfig(19, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+                             max_position_embeddings=16)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in bert.BertModel(config).torch_state_dict().items()}
+    key = "encoder.layer.0.output.dense.weight"
+
+    def saved(weights: dict) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(weights, buffer)
+        return buffer.getvalue()
+
+    good = config.to_json_string().encode()
+    cases = {"ints": (good, dict(state, **{key: state[key].long()}), "floating point"),
+             "nan": (good, dict(state, **{key: state[key].clone().fill_(float("nan"))}), "NaN"),
+             "missing": (good, {k: v for k, v in state.items() if k != key}, "missing keys"),
+             "config": (b"{broken", state, "not valid JSON")}
+    for name, (config_bytes, weights, message) in cases.items():
+        path = _archive(tmp_path / f"{name}.tar.gz", config_bytes, saved(weights))
+        with pytest.raises((OSError, ValueError), match=message):
+            bert.BertModel.from_pretrained(path, strict=True)
+        assert not list(scratch.iterdir()), name
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes((tmp_path / "config.tar.gz").read_bytes()[:3000])
+    with pytest.raises(OSError, match=r"truncated\.tar\.gz"):
+        bert.BertModel.from_pretrained(truncated, strict=True)
+    assert not list(scratch.iterdir())
