@@ -13,9 +13,9 @@ Every way of building a config (the 0.6.x ``Config(vocab_size_or_config_json_fil
 
 Keyword arguments are stricter than files: an unknown keyword is an error with a did-you-mean.
 
-Runtime switches (``scan_layers``, ``remat``) are declared with ``runtime=True``: they change how a model runs,
-not what it computes, so they are not written to ``config.json``. Configs are frozen; derive a changed one with
-``dataclasses.replace(config, hidden_dropout_prob=0.0)`` or ``config.with_overrides({...})``.
+Runtime switches (``scan_layers``, ``remat``, ``remat_policy``) are declared with ``runtime=True``: they change
+how a model runs, not what it computes, so they are not written to ``config.json``. Configs are frozen; derive a
+changed one with ``dataclasses.replace(config, hidden_dropout_prob=0.0)`` or ``config.with_overrides({...})``.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ class PretrainedConfig:
     # Runtime switches: how the layer stack runs (one scanned module; rematerialised in the backward pass).
     scan_layers: bool = spec(False, runtime=True)
     remat: bool = spec(False, runtime=True)
+    # What remat keeps for the backward pass: a jax.checkpoint policy name (jaxformers.layers.REMAT_POLICIES).
+    remat_policy: str = spec("nothing_saveable", runtime=True, choices=(
+        "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable", "everything_saveable"))
     # Keys read from a file that are not fields (metadata, unknown keys): written back unchanged.
     extra: dict[str, Any] = spec({})
 

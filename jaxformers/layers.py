@@ -15,10 +15,8 @@ the same layer code works unrolled, under ``lax.scan`` and under ``jax.checkpoin
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -36,20 +34,18 @@ def normal_init(std: float) -> Callable:
     return jax.nn.initializers.normal(stddev=std)
 
 
-_ABSTRACT_INIT = contextvars.ContextVar("jaxformers_abstract_init", default=False)
+M = TypeVar("M")
 
 
-@contextlib.contextmanager
-def abstract_init() -> Iterator[None]:
-    """Inside this block new parameters are shapes only (``jax.ShapeDtypeStruct``): no random numbers, no XLA.
+def build_abstract(make: Callable[[], M]) -> M:
+    """``make()`` traced by ``nnx.eval_shape``: the module it builds holds parameters as shapes only
+    (``jax.ShapeDtypeStruct``; no random numbers drawn, nothing compiled). ``from_pretrained`` builds models this
+    way and then fills in the checkpoint's arrays; ``jaxformers plan`` lowers steps on such models.
 
-    ``from_pretrained`` builds models this way and then fills in the checkpoint's arrays.
+    ``make`` builds the model the ordinary way (``lambda: Model(config, rngs=nnx.Rngs(0))``): the abstract model is
+    the concrete one minus its values, so no module has a separate abstract code path.
     """
-    token = _ABSTRACT_INIT.set(True)
-    try:
-        yield
-    finally:
-        _ABSTRACT_INIT.reset(token)
+    return nnx.eval_shape(make)
 
 
 def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rngs: nnx.Rngs | None = None, *,
@@ -64,16 +60,13 @@ def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rng
     axes = tuple(axes)
     if len(axes) != len(shape):
         raise ValueError(f"new_param: {len(axes)} logical axes {axes} for a parameter of shape {tuple(shape)}")
-    if _ABSTRACT_INIT.get():
-        value = jax.ShapeDtypeStruct(shape, dtype)
+    kind, scale = init
+    if kind == "normal":
+        value = normal_init(scale)(rngs.params(), shape, dtype)
+    elif kind == "uniform":
+        value = jax.random.uniform(rngs.params(), shape, dtype, -scale, scale)
     else:
-        kind, scale = init
-        if kind == "normal":
-            value = normal_init(scale)(rngs.params(), shape, dtype)
-        elif kind == "uniform":
-            value = jax.random.uniform(rngs.params(), shape, dtype, -scale, scale)
-        else:
-            value = jnp.full(shape, scale, dtype)
+        value = jnp.full(shape, scale, dtype)
     return nnx.Param(value, init=init, out_sharding=axes, eager_sharding=False, **metadata)
 
 
@@ -92,6 +85,105 @@ def stack_modules(modules: Sequence[nnx.Module]) -> nnx.Module:
         if axes is not None:  # the new leading dimension is the layer index
             param.set_metadata("out_sharding", ("layers", *axes))
     return stacked
+
+
+# ------------------------------------------------------------------------------------------------- the layer stack
+
+# jax.checkpoint policies by name: what the backward pass may keep from the forward pass (the rest is recomputed).
+REMAT_POLICIES: dict[str, Callable[..., bool]] = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,  # only each layer's inputs: least memory
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # matmul outputs kept: recompute only elementwise ops
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,  # no recomputation (for comparisons)
+}
+
+# body(layer, carry, inputs, index) -> (carry, outputs): one layer's step (see run_stack).
+LayerBody = Callable[[nnx.Module, Any, Any, Any], tuple[Any, Any]]
+
+
+def remat_option(config: Any) -> str | None:
+    """A config's runtime switches as run_stack's ``remat``: None, or the policy name (``remat_policy``)."""
+    if not getattr(config, "remat", False):
+        return None
+    return getattr(config, "remat_policy", "nothing_saveable")
+
+
+def build_stack(make_layer: Callable[[int], nnx.Module], num_layers: int, *, scan: bool) -> nnx.Module:
+    """``make_layer(0) .. make_layer(num_layers - 1)`` as one layer stack for :func:`run_stack`.
+
+    Unrolled: an ``nnx.List`` (parameters ``<stack>.<index>.<name>``). With ``scan``: one module whose parameters
+    have a leading ``[num_layers]`` axis named ``layers`` (:func:`stack_modules`), run by ``lax.scan`` so the
+    compile time does not grow with depth; the layers must then all have the same shapes.
+    """
+    if num_layers < 1:
+        raise ValueError(f"a layer stack needs at least one layer, got num_layers={num_layers}")
+    layers = [make_layer(index) for index in range(num_layers)]
+    return stack_modules(layers) if scan else nnx.List(layers)
+
+
+def run_stack(stack: nnx.Module, body: LayerBody, carry: Any, per_layer: Any = None, *, scan: bool,
+              remat: str | None = None, stack_outputs: bool = True) -> tuple[Any, Any]:
+    """Run ``body(layer, carry, inputs, index) -> (carry, outputs)`` through a :func:`build_stack` stack in order.
+
+    carry: what flows from layer to layer (the hidden states ``[batch, seq, hidden]``, decoding caches...).
+    per_layer: a pytree whose leaves have a leading ``[num_layers]`` axis (head masks ``[layers, heads]``, past
+      keys/values, memories; None for an absent input); layer ``i`` receives slice ``i`` as ``inputs``.
+    index: the layer's position, a Python int when unrolled and an int32 scalar under ``scan``.
+    scan: the stack was built with ``scan=True``. remat: None, or a :data:`REMAT_POLICIES` name: each layer then
+      runs under ``jax.checkpoint`` with that policy (scanned or unrolled).
+    Returns ``(carry, outputs)``: each leaf of the per-layer ``outputs`` stacked on a leading ``[num_layers]``
+    axis, or with ``stack_outputs=False`` a list of per-layer outputs (for outputs whose shapes differ by layer).
+    """
+    if remat is not None and remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; expected one of {sorted(REMAT_POLICIES)}")
+    policy = None if remat is None else REMAT_POLICIES[remat]
+    if scan:
+        carry, outputs = _scan_stack(stack, body, carry, per_layer, policy, remat is not None)
+        if not stack_outputs:
+            depth = jax.tree.leaves(nnx.state(stack))[0].shape[0]
+            outputs = [jax.tree.map(lambda leaf, i=i: leaf[i], outputs) for i in range(depth)]
+        return carry, outputs
+    outputs = []
+    for index, layer in enumerate(stack):
+        inputs = jax.tree.map(lambda leaf, i=index: leaf[i], per_layer)
+        if remat is None:  # the module itself runs, so it may record state (BERT's keep_multihead_output)
+            carry, out = body(layer, carry, inputs, index)
+        else:
+            carry, out = _checkpointed(body, layer, index, policy)(nnx.state(layer), carry, inputs)
+        outputs.append(out)
+    if stack_outputs:
+        outputs = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
+    return carry, outputs
+
+
+def _checkpointed(body: LayerBody, layer: nnx.Module, index: int, policy: Callable | None) -> Callable:
+    """``(layer_state, carry, inputs) -> body(...)`` under jax.checkpoint: only what ``policy`` saves is kept.
+    prevent_cse stops XLA from merging the recomputation back into the forward pass (unneeded under scan)."""
+    graphdef = nnx.graphdef(layer)
+
+    def run(layer_state, carry, inputs):
+        return body(nnx.merge(graphdef, layer_state), carry, inputs, index)
+
+    return jax.checkpoint(run, policy=policy, prevent_cse=True)
+
+
+def _scan_stack(stack: nnx.Module, body: LayerBody, carry: Any, per_layer: Any, policy: Callable | None,
+                remat: bool) -> tuple[Any, Any]:
+    """One ``lax.scan`` step per layer over the stacked state ``[num_layers, ...]`` and the per-layer inputs."""
+    graphdef, stacked_state = nnx.split(stack)
+    depth = jax.tree.leaves(stacked_state)[0].shape[0]
+
+    def step(layer_state, carry, inputs, index):
+        return body(nnx.merge(graphdef, layer_state), carry, inputs, index)
+
+    if remat:
+        step = jax.checkpoint(step, policy=policy, prevent_cse=False)
+
+    def scan_body(carry, xs):
+        layer_state, inputs, index = xs
+        return step(layer_state, carry, inputs, index)
+
+    return jax.lax.scan(scan_body, carry, (stacked_state, per_layer, jnp.arange(depth)))
 
 
 class Linear(nnx.Module):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -24,14 +23,16 @@ from ..layers import (
     ModuleFactory,
     activation,
     attention,
+    build_stack,
     cross_entropy,
     dropout,
     fold_rng,
     merge_heads,
     normalize_head_mask,
     padding_bias,
+    remat_option,
+    run_stack,
     split_heads,
-    stack_modules,
 )
 from ..modeling_utils import PreTrainedModel
 from ..tokenizers.bert import BERT_PRETRAINED_MODELS
@@ -215,60 +216,34 @@ class BertLayer(nnx.Module):
 
 
 class BertEncoder(nnx.Module):
-    """The layer stack: an ``nnx.List`` of layers, or with ``scan_layers`` one layer whose parameters have a
-    leading ``[num_layers]`` axis, run by ``lax.scan`` (compile time independent of depth)."""
+    """The layer stack (``layers.build_stack``): an ``nnx.List`` of layers, or with ``scan_layers`` one layer
+    whose parameters have a leading ``[num_layers]`` axis, run by ``lax.scan``; ``remat`` recomputes each layer
+    in the backward pass."""
 
     def __init__(self, options: _Options, keep_multihead_output: bool = False):
         config = options.config
         self.num_layers = config.num_hidden_layers
         self.scan_layers = bool(config.scan_layers)
-        self.remat = bool(config.remat)
+        self.remat = remat_option(config)
         if keep_multihead_output and (self.scan_layers or self.remat):
             raise ValueError("keep_multihead_output needs scan_layers=False and remat=False")
         pruned = [config.pruned_heads_of(index) for index in range(self.num_layers)]
         if self.scan_layers and any(pruned):
             raise ValueError("pruned heads make layers differ in shape: they need scan_layers=False")
-        if self.scan_layers:
-            self.layer = stack_modules([BertLayer(options) for _ in range(self.num_layers)])
-        else:
-            self.layer = nnx.List(
-                [BertLayer(options, keep_multihead_output, pruned[index]) for index in range(self.num_layers)]
-            )
+        self.layer = build_stack(lambda index: BertLayer(options, keep_multihead_output, pruned[index]),
+                                 self.num_layers, scan=self.scan_layers)
 
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
                  output_all_encoded_layers: bool, output_attentions: bool) -> tuple[list[Array], list[Array]]:
-        def run_layer(layer_state, hidden, layer_head_mask, index):
-            layer = nnx.merge(graphdef, layer_state)
-            return layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
+        def body(layer, hidden, layer_head_mask, index):
+            hidden, probs = layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
+            return hidden, (hidden if output_all_encoded_layers else None, probs)
 
-        if self.remat:
-            run_layer = jax.checkpoint(run_layer, prevent_cse=not self.scan_layers)
-
-        if self.scan_layers:
-            graphdef, stacked_state = nnx.split(self.layer)
-
-            def body(hidden, xs):
-                layer_state, layer_head_mask, index = xs
-                hidden, probs = run_layer(layer_state, hidden, layer_head_mask, index)
-                return hidden, (hidden if output_all_encoded_layers else None, probs)
-
-            last, (stacked_hidden, stacked_probs) = jax.lax.scan(
-                body, hidden, (stacked_state, head_mask, jnp.arange(self.num_layers))
-            )
-            all_hidden = list(stacked_hidden) if output_all_encoded_layers else [last]
-            return all_hidden, (list(stacked_probs) if output_attentions else [])
-
-        all_hidden, all_probs = [], []
-        for index, layer in enumerate(self.layer):
-            layer_head_mask = None if head_mask is None else head_mask[index]
-            if self.remat:
-                graphdef, layer_state = nnx.split(layer)
-                hidden, probs = run_layer(layer_state, hidden, layer_head_mask, index)
-            else:
-                hidden, probs = layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
-            all_hidden.append(hidden)
-            all_probs.append(probs)
-        return (all_hidden if output_all_encoded_layers else [hidden]), (all_probs if output_attentions else [])
+        # Per layer: hidden [batch, seq, hidden], probs [batch, heads, seq, seq] (pruned layers have fewer heads).
+        last, outputs = run_stack(self.layer, body, hidden, head_mask, scan=self.scan_layers, remat=self.remat,
+                                  stack_outputs=False)
+        all_hidden = [layer_hidden for layer_hidden, _ in outputs] if output_all_encoded_layers else [last]
+        return all_hidden, ([probs for _, probs in outputs] if output_attentions else [])
 
 
 class BertPooler(nnx.Module):
@@ -325,16 +300,20 @@ class BertPreTrainedModel(PreTrainedModel):
     legacy_config_names = ("bert_config.json",)
     tf_checkpoint_rules = "bert-tf"  # jaxformers/conversion/tables.py
 
-    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
-                 dtype: Any = None, param_dtype: Any = jnp.float32):
+    def __init__(self, config: BertConfig, *, options: ModuleFactory | None = None, rngs: nnx.Rngs | None = None,
+                 seed: int = 0, dtype: Any = None, param_dtype: Any = jnp.float32):
+        """``options``: the factory an enclosing constructor passes down; ``rngs`` (or ``seed``), ``dtype`` and
+        ``param_dtype`` make a new one (see PreTrainedModel._factory)."""
         self._check_config(config)
-        self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
+
+    @classmethod
+    def _new_factory(cls, config: BertConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:
+        return _Options(config, rngs, dtype, param_dtype)
 
     def stacked_layers(self) -> dict[str, int]:
         if not self.config.scan_layers:
             return {}
-        prefix = "encoder.layer" if isinstance(self, BertModel) else "bert.encoder.layer"
-        return {prefix: self.config.num_hidden_layers}
+        return {self._base_key_prefix() + "encoder.layer": self.config.num_hidden_layers}
 
 
 class BertModel(BertPreTrainedModel):
@@ -344,14 +323,16 @@ class BertModel(BertPreTrainedModel):
     ``output_all_encoded_layers=False``. pooled_output: ``[batch, hidden]``.
     """
 
+    is_base_model = True
+
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        self.embeddings = BertEmbeddings(self._options)
-        self.encoder = BertEncoder(self._options, keep_multihead_output)
-        self.pooler = BertPooler(self._options)
-        self._finish_init()
+        self.embeddings = BertEmbeddings(options)
+        self.encoder = BertEncoder(options, keep_multihead_output)
+        self.pooler = BertPooler(options)
 
     def __call__(self, input_ids: Array, token_type_ids: Array | None = None, attention_mask: Array | None = None,
                  output_all_encoded_layers: bool = True, head_mask: Array | None = None, *,
@@ -416,10 +397,10 @@ class _BertWithBase(BertPreTrainedModel):
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        self.bert = BertModel(config, output_attentions, keep_multihead_output, rngs=self._options.rngs,
-                              dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+        self.bert = BertModel(config, output_attentions, keep_multihead_output, options=options)
 
     def _encode(self, input_ids, token_type_ids, attention_mask, head_mask, dropout_rng, all_layers=False):
         rng = self._dropout_key(dropout_rng)
@@ -450,9 +431,9 @@ class BertForPreTraining(_BertWithBase):
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.cls = BertHeads(self._options, masked_lm=True, next_sentence=True)
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.cls = BertHeads(options, masked_lm=True, next_sentence=True)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
                  next_sentence_label=None, head_mask=None, *, dropout_rng=None):
@@ -474,9 +455,9 @@ class BertForMaskedLM(_BertWithBase):
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.cls = BertHeads(self._options, masked_lm=True, next_sentence=False)
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.cls = BertHeads(options, masked_lm=True, next_sentence=False)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None, head_mask=None,
                  *, dropout_rng=None):
@@ -492,9 +473,9 @@ class BertForNextSentencePrediction(_BertWithBase):
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.cls = BertHeads(self._options, masked_lm=False, next_sentence=True)
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.cls = BertHeads(options, masked_lm=False, next_sentence=True)
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None,
                  head_mask=None, *, dropout_rng=None):
@@ -510,9 +491,9 @@ class _BertClassifier(_BertWithBase):
 
     def __init__(self, config: BertConfig, num_outputs: int, output_attentions: bool = False,
                  keep_multihead_output: bool = False, **kwargs: Any):
-        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.classifier = self._options.linear(config.hidden_size, num_outputs, axes=("embed", "classes"))
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.classifier = options.linear(config.hidden_size, num_outputs, axes=("embed", "classes"))
 
     def _classify(self, features: Array, rng: Array | None) -> Array:
         return self.classifier(dropout(features, self.config.hidden_dropout_prob, rng))
@@ -589,9 +570,9 @@ class BertForQuestionAnswering(_BertWithBase):
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
-        super().__init__(config, output_attentions, keep_multihead_output, **kwargs)
-        self.qa_outputs = self._options.linear(config.hidden_size, 2, axes=("embed", "classes"))
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.qa_outputs = options.linear(config.hidden_size, 2, axes=("embed", "classes"))
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None,
                  end_positions=None, head_mask=None, *, dropout_rng=None):

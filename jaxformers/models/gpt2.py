@@ -42,6 +42,7 @@ from ..layers import (
     ModuleFactory,
     activation,
     attention,
+    build_stack,
     causal_bias,
     check_ids_in_range,
     cross_entropy,
@@ -49,8 +50,9 @@ from ..layers import (
     fold_rng,
     merge_heads,
     normalize_head_mask,
+    remat_option,
+    run_stack,
     split_heads,
-    stack_modules,
 )
 from ..modeling_utils import PreTrainedModel
 
@@ -260,61 +262,28 @@ class GPTBlock(nnx.Module):
 
 
 def build_blocks(options: GPTOptions, num_layers: int, pre_layer_norm: bool, scan: bool) -> nnx.Module:
-    """``num_layers`` blocks as an ``nnx.List``, or with ``scan`` one block whose parameters have a leading
-    ``[num_layers]`` axis (run by ``lax.scan``: compile time independent of depth)."""
-    blocks = [GPTBlock(options, pre_layer_norm) for _ in range(num_layers)]
-    if not scan:
-        return nnx.List(blocks)
-    return stack_modules(blocks)
+    """``num_layers`` blocks as a layer stack (``layers.build_stack``: unrolled, or scanned with ``scan``)."""
+    return build_stack(lambda _: GPTBlock(options, pre_layer_norm), num_layers, scan=scan)
 
 
-def run_blocks(blocks: nnx.Module, *, num_layers: int, scan: bool, remat: bool, hidden: Array, bias: Array,
+def run_blocks(blocks: nnx.Module, *, scan: bool, remat: str | None, hidden: Array, bias: Array,
                head_mask: Array | None, rng: Array | None, past: tuple[Array, Array] | None,
                output_attentions: bool):
-    """Run the block stack.
+    """Run the block stack (``layers.run_stack``; ``remat``: None or a policy name).
 
     past: ``(keys, values)``, each ``[layers, batch, past_len, heads, head_dim]``, or None.
     Returns ``(hidden, keys, values, attentions)``: keys/values ``[layers, batch, kv_len, heads, head_dim]``,
     attentions a list of ``[batch, heads, seq, kv_len]`` (empty unless ``output_attentions``).
     """
 
-    def run_layer(layer_state, hidden, layer_head_mask, layer_past, index):
-        block = nnx.merge(graphdef, layer_state)
-        return block(hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
-                     output_attentions=output_attentions, layer_past=layer_past, layer=index)
+    def body(block, hidden, inputs, index):
+        layer_head_mask, layer_past = inputs
+        hidden, key_value, probs = block(hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
+                                         output_attentions=output_attentions, layer_past=layer_past, layer=index)
+        return hidden, (key_value, probs)
 
-    if remat:
-        run_layer = jax.checkpoint(run_layer, prevent_cse=not scan)
-
-    if scan:
-        graphdef, stacked_state = nnx.split(blocks)
-
-        def body(hidden, xs):
-            layer_state, layer_head_mask, layer_past, index = xs
-            hidden, key_value, probs = run_layer(layer_state, hidden, layer_head_mask, layer_past, index)
-            return hidden, (key_value, probs)
-
-        hidden, ((keys, values), probs) = jax.lax.scan(
-            body, hidden, (stacked_state, head_mask, past, jnp.arange(num_layers))
-        )
-        return hidden, keys, values, (list(probs) if output_attentions else [])
-
-    keys, values, attentions = [], [], []
-    for index, block in enumerate(blocks):
-        layer_head_mask = None if head_mask is None else head_mask[index]
-        layer_past = None if past is None else (past[0][index], past[1][index])
-        if remat:
-            graphdef, layer_state = nnx.split(block)
-            hidden, (key, value), probs = run_layer(layer_state, hidden, layer_head_mask, layer_past, index)
-        else:
-            hidden, (key, value), probs = block(
-                hidden, bias=bias, head_mask=layer_head_mask, rng=fold_rng(rng, index),
-                output_attentions=output_attentions, layer_past=layer_past, layer=index,
-            )
-        keys.append(key)
-        values.append(value)
-        attentions.append(probs)
-    return hidden, jnp.stack(keys), jnp.stack(values), (attentions if output_attentions else [])
+    hidden, ((keys, values), probs) = run_stack(blocks, body, hidden, (head_mask, past), scan=scan, remat=remat)
+    return hidden, keys, values, (list(probs) if output_attentions else [])
 
 
 def embed_tokens(tokens: Embedding, positions: Embedding, input_ids: Array, position_ids: Array | None,
@@ -415,18 +384,22 @@ class GPTPreTrainedBase(PreTrainedModel):
     buffer_key_patterns = (r"(^|\.)attn\.(bias|masked_bias)$", r"(^|\.)position_ids$")
     pre_layer_norm: ClassVar[bool] = True
 
-    def __init__(self, config: PretrainedConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
-                 dtype: Any = None, param_dtype: Any = jnp.float32):
+    def __init__(self, config: PretrainedConfig, *, options: ModuleFactory | None = None, rngs: nnx.Rngs | None = None,
+                 seed: int = 0, dtype: Any = None, param_dtype: Any = jnp.float32):
+        """``options``: the factory an enclosing constructor passes down; ``rngs`` (or ``seed``), ``dtype`` and
+        ``param_dtype`` make a new one (see PreTrainedModel._factory)."""
         self._check_config(config)
-        self._options = GPTOptions(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype,
-                                   self._activation_name(config))
+
+    @classmethod
+    def _new_factory(cls, config: PretrainedConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> GPTOptions:
+        return GPTOptions(config, rngs, dtype, param_dtype, cls._activation_name(config))
 
     @staticmethod
     def _activation_name(config: PretrainedConfig) -> str:
         return "gelu_tanh"
 
     def _transformer_prefix(self) -> str:
-        return "" if hasattr(self, "h") else "transformer."
+        return self._base_key_prefix()
 
     def stacked_layers(self) -> dict[str, int]:
         if not self.config.scan_layers:
@@ -473,15 +446,16 @@ class GPT2Model(GPT2PreTrainedModel):
     """Returns ``(hidden_states [d_1, ..., d_n, n_embd], presents)``, preceded by the per-layer attention
     probabilities ``[d_1, ..., d_n, heads, seq, past + seq]`` with ``output_attentions``."""
 
+    is_base_model = True
+
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        options = self._options
         self.wte = options.embedding(config.vocab_size, axes=("vocab", "embed"))
         self.wpe = options.embedding(config.n_positions, axes=("position", "embed"))
         self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
         self.ln_f = options.layer_norm()
-        self._finish_init()
 
     def __call__(self, input_ids: Array, position_ids: Array | None = None, token_type_ids: Array | None = None,
                  past: Sequence[Array] | None = None, head_mask: Array | None = None, *,
@@ -498,7 +472,7 @@ class GPT2Model(GPT2PreTrainedModel):
         seq_length = input_shape[-1]
         bias = causal_bias(seq_length, past_length + seq_length, GPT2_MASKED_LOGIT)
         hidden, keys, values, attentions = run_blocks(
-            self.h, num_layers=config.n_layer, scan=bool(config.scan_layers), remat=bool(config.remat),
+            self.h, scan=bool(config.scan_layers), remat=remat_option(config),
             hidden=hidden, bias=bias, head_mask=normalize_head_mask(head_mask, config.n_layer, config.n_head),
             rng=fold_rng(rng, 1), past=past_keys_values, output_attentions=self.output_attentions,
         )
@@ -543,23 +517,14 @@ class GPT2Model(GPT2PreTrainedModel):
         allowed = causal[None] & (jnp.asarray(attention_mask)[:, None, :] != 0)  # [batch, n, max_length]
         bias = jnp.where(allowed, 0.0, GPT2_MASKED_LOGIT)[:, None]  # [batch, 1, n, max_length]
 
-        key_cache, value_cache = cache.key, cache.value
-        if self.config.scan_layers:
-            graphdef, stacked_state = nnx.split(self.h)
+        def body(block, carry, _, layer):
+            hidden, key_cache, value_cache = carry  # caches [layers, batch, max_length, heads, head_dim]
+            hidden, (key_cache, value_cache) = block.decode(hidden, key_cache, value_cache, layer, index, bias)
+            return (hidden, key_cache, value_cache), None
 
-            def body(carry, xs):
-                hidden, key_cache, value_cache = carry
-                layer_state, layer = xs
-                block = nnx.merge(graphdef, layer_state)
-                hidden, (key_cache, value_cache) = block.decode(hidden, key_cache, value_cache, layer, index, bias)
-                return (hidden, key_cache, value_cache), None
-
-            (hidden, key_cache, value_cache), _ = jax.lax.scan(
-                body, (hidden, key_cache, value_cache), (stacked_state, jnp.arange(self.config.n_layer))
-            )
-        else:
-            for layer, block in enumerate(self.h):
-                hidden, (key_cache, value_cache) = block.decode(hidden, key_cache, value_cache, layer, index, bias)
+        # The whole caches travel in the carry, so each layer updates its slice in place.
+        (hidden, key_cache, value_cache), _ = run_stack(self.h, body, (hidden, cache.key, cache.value),
+                                                        scan=bool(self.config.scan_layers))
         return self.ln_f(hidden), GPT2Cache(key_cache, value_cache, index + new_tokens)
 
 
@@ -567,10 +532,10 @@ class _GPT2WithTransformer(GPT2PreTrainedModel):
     tied_torch_keys = {"lm_head.decoder.weight": "transformer.wte.weight"}
 
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        self.transformer = GPT2Model(config, output_attentions, rngs=self._options.rngs,
-                                     dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+        self.transformer = GPT2Model(config, output_attentions, options=options)
 
     def _transform(self, input_ids, position_ids, token_type_ids, past, head_mask, dropout_rng):
         rng = self._dropout_key(dropout_rng)
@@ -594,7 +559,6 @@ class GPT2LMHeadModel(_GPT2WithTransformer):
 
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
         super().__init__(config, output_attentions, **kwargs)
-        self._finish_init()
 
     def __call__(self, input_ids, position_ids=None, token_type_ids=None, lm_labels=None, past=None,
                  head_mask=None, *, dropout_rng=None):
@@ -626,9 +590,9 @@ class GPT2DoubleHeadsModel(_GPT2WithTransformer):
     """
 
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, output_attentions, **kwargs)
-        self.multiple_choice_head = MultipleChoiceHead(self._options)
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, options=options)
+        self.multiple_choice_head = MultipleChoiceHead(options)
 
     def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
                  position_ids=None, past=None, head_mask=None, *, multiple_choice_token_ids=None,

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ..configuration import PretrainedConfig, configclass, spec
-from ..layers import ACTIVATIONS, Array, causal_bias, fold_rng, normalize_head_mask
+from ..layers import ACTIVATIONS, Array, causal_bias, fold_rng, normalize_head_mask, remat_option
 from .gpt2 import (
     GPT_ALIASES,
     GPT_SUMMARY_FIELDS,
@@ -89,7 +89,7 @@ class OpenAIGPTPreTrainedModel(GPTPreTrainedBase):
         return OPENAI_ACTIVATIONS.get(afn, afn) if isinstance(afn, str) else afn
 
     def _base(self) -> "OpenAIGPTModel":
-        return self if isinstance(self, OpenAIGPTModel) else self.transformer
+        return self._base_model()
 
     def set_num_special_tokens(self, num_special_tokens: int, *, seed: int = 0) -> None:
         """Resize the token table to ``vocab_size + num_special_tokens`` rows.
@@ -146,14 +146,15 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
     """Returns ``hidden_states [d_1, ..., d_n, n_embd]``, or ``(attentions, hidden_states)`` with
     ``output_attentions`` (per layer ``[d_1, ..., d_n, heads, seq, seq]``)."""
 
+    is_base_model = True
+
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        options = self._options
         self.tokens_embed = options.embedding(config.total_tokens_embeddings, axes=("vocab", "embed"))
         self.positions_embed = options.embedding(config.n_positions, axes=("position", "embed"))
         self.h = build_blocks(options, config.n_layer, self.pre_layer_norm, bool(config.scan_layers))
-        self._finish_init()
 
     def __call__(self, input_ids: Array, position_ids: Array | None = None, token_type_ids: Array | None = None,
                  head_mask: Array | None = None, *, dropout_rng: Array | None = None):
@@ -165,7 +166,7 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
                               position_ids, token_type_ids, 0, config.embd_pdrop, fold_rng(rng, 0))
         seq_length = input_shape[-1]
         hidden, _, _, attentions = run_blocks(
-            self.h, num_layers=config.n_layer, scan=bool(config.scan_layers), remat=bool(config.remat),
+            self.h, scan=bool(config.scan_layers), remat=remat_option(config),
             hidden=hidden, bias=causal_bias(seq_length, seq_length, OPENAI_GPT_MASKED_LOGIT),
             head_mask=normalize_head_mask(head_mask, config.n_layer, config.n_head), rng=fold_rng(rng, 1),
             past=None, output_attentions=self.output_attentions,
@@ -180,10 +181,10 @@ class _OpenAIGPTWithTransformer(OpenAIGPTPreTrainedModel):
     tied_torch_keys = {"lm_head.decoder.weight": "transformer.tokens_embed.weight"}
 
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, **kwargs)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.output_attentions = output_attentions
-        self.transformer = OpenAIGPTModel(config, output_attentions, rngs=self._options.rngs,
-                                          dtype=self._options.dtype, param_dtype=self._options.param_dtype)
+        self.transformer = OpenAIGPTModel(config, output_attentions, options=options)
 
     def _transform(self, input_ids, position_ids, token_type_ids, head_mask, dropout_rng):
         rng = self._dropout_key(dropout_rng)
@@ -206,7 +207,6 @@ class OpenAIGPTLMHeadModel(_OpenAIGPTWithTransformer):
 
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
         super().__init__(config, output_attentions, **kwargs)
-        self._finish_init()
 
     def __call__(self, input_ids, position_ids=None, token_type_ids=None, lm_labels=None, head_mask=None, *,
                  dropout_rng=None):
@@ -224,9 +224,9 @@ class OpenAIGPTDoubleHeadsModel(_OpenAIGPTWithTransformer):
     ``multiple_choice_labels`` are accepted as keyword spellings of ``mc_token_ids`` / ``mc_labels``."""
 
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
-        super().__init__(config, output_attentions, **kwargs)
-        self.multiple_choice_head = MultipleChoiceHead(self._options)
-        self._finish_init()
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, options=options)
+        self.multiple_choice_head = MultipleChoiceHead(options)
 
     def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
                  position_ids=None, head_mask=None, *, multiple_choice_token_ids=None, multiple_choice_labels=None,

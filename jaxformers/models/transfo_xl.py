@@ -43,7 +43,8 @@ import numpy as np
 from flax import nnx
 
 from ..configuration import PretrainedConfig, configclass, spec
-from ..layers import Array, ModuleFactory, check_ids_in_range, dropout, fold_rng, take_rows
+from ..layers import (Array, ModuleFactory, build_stack, check_ids_in_range, dropout, fold_rng, remat_option,
+                      run_stack, take_rows)
 from ..modeling_utils import PreTrainedModel
 
 PRETRAINED_MODEL_ARCHIVE_MAP = {"transfo-xl-wt103": "transfo-xl-wt103"}
@@ -161,9 +162,6 @@ def validate_config(config: TransfoXLConfig) -> None:
             f"TransfoXLConfig.tie_projs has {len(config.tie_projs)} entries for {len(cutoffs) + 1} clusters "
             f"(cutoffs={cutoffs})"
         )
-    if getattr(config, "scan_layers", False) or getattr(config, "remat", False):
-        raise ValueError("TransfoXLConfig: scan_layers and remat are not implemented for Transformer-XL; set them "
-                         "to False")
     if getattr(config, "same_length_mask", "pytorch") not in SAME_LENGTH_MASKS:
         raise ValueError(f"TransfoXLConfig.same_length_mask={config.same_length_mask!r}: expected one of "
                          f"{SAME_LENGTH_MASKS} ('tf' for checkpoints of the original TensorFlow code)")
@@ -586,17 +584,26 @@ class TransfoXLPreTrainedModel(PreTrainedModel):
     buffer_key_patterns = (r"(^|\.)pos_emb\.inv_freq$",)
     tf_checkpoint_rules = "transfo-xl"  # the original TF release's names: jaxformers/conversion/tables.py
 
-    def __init__(self, config: TransfoXLConfig, *, rngs: nnx.Rngs | None = None, seed: int = 0,
-                 dtype: Any = None, param_dtype: Any = jnp.float32):
+    def __init__(self, config: TransfoXLConfig, *, options: ModuleFactory | None = None, rngs: nnx.Rngs | None = None,
+                 seed: int = 0, dtype: Any = None, param_dtype: Any = jnp.float32):
+        """``options``: the factory an enclosing constructor passes down; ``rngs`` (or ``seed``), ``dtype`` and
+        ``param_dtype`` make a new one (see PreTrainedModel._factory)."""
         self._check_config(config)
         validate_config(config)
-        self._options = _Options(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
+
+    @classmethod
+    def _new_factory(cls, config: TransfoXLConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:
+        return _Options(config, rngs, dtype, param_dtype)
 
     def _base(self) -> "TransfoXLModel":
-        return self if isinstance(self, TransfoXLModel) else self.transformer
+        return self._base_model()
 
     def _base_prefix(self) -> str:
-        return "" if isinstance(self, TransfoXLModel) else "transformer."
+        return self._base_key_prefix()
+
+    def stacked_layers(self) -> dict[str, int]:
+        """With ``scan_layers`` the decoder layers are one module stacked on a leading ``[n_layer]`` axis."""
+        return {self._base_prefix() + "layers": self.config.n_layer} if self.config.scan_layers else {}
 
     @property
     def tied_torch_keys(self) -> dict[str, str]:  # type: ignore[override]
@@ -654,9 +661,11 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
     and may be changed on the model, as in the reference.
     """
 
+    is_base_model = True
+
     def __init__(self, config: TransfoXLConfig, **kwargs: Any):
-        super().__init__(config, **kwargs)
-        options = self._options
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
         self.n_token = config.n_token
         self.d_model = config.d_model
         self.n_layer = config.n_layer
@@ -671,8 +680,8 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
         else:
             self.r_w_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
             self.r_r_bias = options.param((config.n_head, config.d_head), axes=("heads", "kv"))
-        self.layers = nnx.List([RelPartialLearnableDecoderLayer(options) for _ in range(config.n_layer)])
-        self._finish_init()
+        self.layers = build_stack(lambda _: RelPartialLearnableDecoderLayer(options), config.n_layer,
+                                  scan=bool(config.scan_layers))
 
     def positional_embedding(self, k_len: int, dtype) -> Array:
         """``[k_len, d_model]`` sinusoids of the relative distances ``k_len - 1 ... 0`` (clamped)."""
@@ -715,28 +724,31 @@ class TransfoXLModel(TransfoXLPreTrainedModel):
                           fold_rng(rng, 1))
         shared = None if self.r_w_bias is None else (self.r_w_bias[...], self.r_r_bias[...])
 
-        hidden = dropout(word_emb, self.dropout_rate, fold_rng(rng, 0))
-        layer_inputs = []
-        for index, layer in enumerate(self.layers):
-            layer_inputs.append(hidden)
-            memory = None if mems is None else jnp.swapaxes(mems[index], 0, 1)  # [batch, m_len, d_model]
-            hidden = layer(hidden, memory, pos_emb, mask, shared, fold_rng(rng, 2, index))
-        hidden = dropout(hidden, self.dropout_rate, fold_rng(rng, 3))
-        return hidden, self._update_mems(layer_inputs, mems, q_len, m_len)
+        layer_rng = fold_rng(rng, 2)
 
-    def _update_mems(self, layer_inputs: list[Array], mems: list[Array] | None, q_len: int,
-                     m_len: int) -> list[Array] | None:
+        def body(layer, hidden, memory, index):
+            memory = None if memory is None else jnp.swapaxes(memory, 0, 1)  # [batch, m_len, d_model]
+            out = layer(hidden, memory, pos_emb, mask, shared, fold_rng(layer_rng, index))
+            return out, hidden  # the layer's input is its next memory
+
+        stacked_mems = None if mems is None else jnp.stack(mems)  # [n_layer, m_len, batch, d_model]
+        hidden, layer_inputs = run_stack(self.layers, body, dropout(word_emb, self.dropout_rate, fold_rng(rng, 0)),
+                                         stacked_mems, scan=bool(self.config.scan_layers),
+                                         remat=remat_option(self.config))
+        hidden = dropout(hidden, self.dropout_rate, fold_rng(rng, 3))
+        return hidden, self._update_mems(layer_inputs, stacked_mems, q_len, m_len)
+
+    def _update_mems(self, layer_inputs: Array, mems: Array | None, q_len: int, m_len: int) -> list[Array] | None:
+        """layer_inputs ``[n_layer, batch, q_len, d_model]``, mems ``[n_layer, m_len, batch, d_model]`` -> per
+        layer ``[new_mem_len, batch, d_model]``."""
         if mems is None:
             return None
         # The reference calls its _update_mems(hids, mems, qlen, mlen) as (hids, mems, mlen, qlen); with
         # ext_len == 0 both orders give the last mem_len steps, otherwise we follow the reference's arithmetic.
         end = q_len + max(0, m_len - self.ext_len)
         begin = max(0, end - self.mem_len)
-        new_mems = []
-        for memory, layer_input in zip(mems, layer_inputs):
-            joined = jnp.concatenate([memory.astype(layer_input.dtype), jnp.swapaxes(layer_input, 0, 1)], axis=0)
-            new_mems.append(jax.lax.stop_gradient(joined[begin:end]))  # [new_mem_len, batch, d_model]
-        return new_mems
+        joined = jnp.concatenate([mems.astype(layer_inputs.dtype), jnp.swapaxes(layer_inputs, 1, 2)], axis=1)
+        return list(jax.lax.stop_gradient(joined[:, begin:end]))
 
 
 class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
@@ -751,10 +763,9 @@ class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
     """
 
     def __init__(self, config: TransfoXLConfig, **kwargs: Any):
-        super().__init__(config, **kwargs)
-        options = self._options
-        self.transformer = TransfoXLModel(config, rngs=options.rngs, dtype=options.dtype,
-                                          param_dtype=options.param_dtype)
+        options = self._factory(config, **kwargs)
+        super().__init__(config, options=options)
+        self.transformer = TransfoXLModel(config, options=options)
         self.sample_softmax = config.sample_softmax
         if config.sample_softmax > 0:
             # The full-vocabulary output layer of the sampled softmax: [n_token, d_model] rows.
@@ -765,7 +776,6 @@ class TransfoXLLMHeadModel(TransfoXLPreTrainedModel):
             self.out_layer = None
             self.sampler = None
             self.crit = ProjectedAdaptiveLogSoftmax(options)
-        self._finish_init()
 
     def __call__(self, input_ids: Array, target: Array | None = None, mems: Sequence[Array] | None = None, *,
                  dropout_rng: Array | None = None, negative_samples: Array | None = None):
