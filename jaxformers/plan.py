@@ -215,7 +215,7 @@ _LAYER_FIELDS = {"bert": "num_hidden_layers", "gpt2": "n_layer"}
 def build_abstract_model(request: PlanRequest, num_layers: int | None = None) -> tuple[str, Any]:
     """The task's model, parameters as shapes only (no random numbers, nothing compiled); ``num_layers``
     overrides the depth (unrolled), for :func:`_scanned_cost`."""
-    from .layers import abstract_init
+    from .layers import build_abstract
 
     family, config = load_config(request.model)
     changes = {"remat": request.remat, "scan_layers": request.scan_layers}
@@ -224,8 +224,7 @@ def build_abstract_model(request: PlanRequest, num_layers: int | None = None) ->
     config = dataclasses.replace(config, **changes)
     cls, kwargs = _model_class(family, request.task)
     kwargs = {key: getattr(request, key) for key in kwargs}
-    with abstract_init():
-        model = cls(config, **kwargs)
+    model = build_abstract(lambda: cls(config, **kwargs))
     return family, model
 
 
@@ -539,17 +538,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``plan`` subcommand's arguments."""
     parser.add_argument("model", help="shortcut name (bert-base-uncased, gpt2...), config JSON file or checkpoint "
                                       "directory (only its config is read)")
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASKS, help="the step to plan: " + ", ".join(TASKS))
     parser.add_argument("--batch", type=int, required=True, help="global batch size (all devices)")
     parser.add_argument("--seq", type=int, required=True, help="sequence length (decode: cache length)")
     parser.add_argument("--topology", required=True,
                         help=f"TPU slice: {', '.join(TOPOLOGIES)}, or JAX's own form such as v5e:2x4")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                        help="compute precision of the step (default bf16)")
     parser.add_argument("--fsdp", action="store_true", help="shard parameters and optimizer state")
     parser.add_argument("--model_parallel", type=int, default=1,
                         help="tensor-parallel ways (only 1 until the engine has a model axis)")
-    parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--scan_layers", action="store_true")
+    parser.add_argument("--remat", action="store_true", help="recompute activations in the backward pass")
+    parser.add_argument("--scan_layers", action="store_true", help="run the layers as one scanned module")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
