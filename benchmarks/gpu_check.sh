@@ -8,7 +8,8 @@
 #      train b32 s128, BERT-large QA train b24 s384, BERT-base inference b256 s128, GPT-2 small greedy decoding
 #      b1 256 tokens, the first step with compilation                                               [240 s]
 #   3. examples/run_classifier.py on an MRPC-shaped task in bf16: steps/s and peak memory (finetune_glue.py) [60 s]
-# Everything lands in one folder: summary.txt, versions.txt, *.log, parity.xml, gpu_suite.json/.md, finetune.json.
+# Everything lands in one folder: summary.txt, versions.txt, *.log, parity.xml, suite_<workload>.json (each with its
+# table in suite_<workload>.log), finetune.json.
 #
 # Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]          (default $OUT/gpu-check, else benchmarks/results/...)
 #        bash benchmarks/gpu_check.sh --smoke [OUTPUT_DIR]  the same phases with tiny configs, on any device (CPU)
@@ -69,25 +70,29 @@ parity_tests=(tests/test_bert_parity.py tests/test_gpt2_parity.py tests/test_ope
 parity_args=()
 # 16 CPU cores there: the PyTorch references (CPU) and the XLA compilations run 4 test processes at a time.
 "$python" -c "import xdist" 2>/dev/null && parity_args=(-n 4)
-budgets=(150 240 60)  # parity, speed table, run_classifier: 450 s, under 8 minutes with the start-up
-suite_args=(--only bert_base_train --only bert_large_qa_train --only bert_base_infer --only gpt2_decode
-            --only first_step_bert_base --repeats 20 --warmup 5)
+budgets=(140 0 60)  # parity, (speed table: workload_budgets), run_classifier: 450 s in all, under 8 minutes
+# Speed table: one run.py call per workload (each its own JSON), so a slow one costs only its own budget.
+workloads=(bert_base_train bert_large_qa_train bert_base_infer gpt2_decode first_step_bert_base)
+workload_budgets=(60 80 40 35 35)  # 250 s in all
+suite_args=(--repeats 20 --warmup 5)
 finetune_args=(--epochs 1 --pad_to max_seq_length)
 if [ $smoke = 1 ]; then
-  suite_args=(--tiny --only bert_base_train --only bert_large_qa_train --only bert_base_infer --only gpt2_decode
-              --only first_step_bert_base --repeats 1)
+  suite_args=(--tiny --repeats 1)
+  workload_budgets=(300 300 300 300 300)
   finetune_args=(--model tiny --train_rows 64 --epochs 1 --max_seq_length 32 --pad_to max_seq_length)
   parity_tests=(tests/test_bert_parity.py -k "bf16 or gradients or every_layer")
-  budgets=(1200 1200 600)  # code paths, not speed: a busy 2-core machine may be slow
+  budgets=(1200 0 600)  # code paths, not speed: a busy 2-core machine may be slow
   parity_args=()
 fi
 phase parity "${budgets[0]}" "$python" -m pytest -q -p no:cacheprovider -p no:randomly "${parity_args[@]}" \
   --junitxml="$out/parity.xml" "${parity_tests[@]}"
-phase gpu_suite "${budgets[1]}" "$python" benchmarks/run.py --suite gpu "${suite_args[@]}" \
-  --output "$out/gpu_suite.json"
+for i in "${!workloads[@]}"; do
+  name=${workloads[$i]}
+  phase "suite_$name" "${workload_budgets[$i]}" "$python" benchmarks/run.py --suite gpu --only "$name" \
+    "${suite_args[@]}" --output "$out/suite_$name.json"
+done
 phase finetune "${budgets[2]}" "$python" benchmarks/finetune_glue.py "${finetune_args[@]}" "${vocab_args[@]}" \
   --output "$out/finetune.json"
-tail -n 30 "$out/gpu_suite.log" >"$out/gpu_suite.md" 2>/dev/null
 echo "results in $out (exit status $status)"
 cat "$out/summary.txt"
 exit $status
