@@ -146,3 +146,76 @@ def test_failed_archive_loads_leave_nothing_in_the_temp_dir(tmp_path, monkeypatc
     with pytest.raises(OSError, match=r"truncated\.tar\.gz"):
         bert.BertModel.from_pretrained(truncated, strict=True)
     assert not list(scratch.iterdir())
+
+
+SAVER_LOOP = r"""
+import importlib.util, json, os, re, sys, time
+spec = json.loads(sys.argv[1])
+real_replace = os.replace
+def slow_replace(source, destination):  # widens the moment a mix is visible without the lock: 30 ms per file
+    real_replace(source, destination)
+    time.sleep(0.03)
+os.replace = slow_replace
+module_spec = importlib.util.spec_from_file_location("atomic_save", spec["module"])
+atomic_save = importlib.util.module_from_spec(module_spec)
+module_spec.loader.exec_module(atomic_save)
+sources = []
+for source in spec["sources"]:
+    files = {}
+    for name in sorted(os.listdir(source)):
+        with open(os.path.join(source, name), "rb") as reader:
+            files[name] = reader.read()
+    sources.append(files)
+pattern = re.compile(spec["stale"])
+switches = 0
+while not os.path.exists(spec["stop"]):
+    files = sources[switches % 2]
+    atomic_save.replace_files(spec["target"], {name: (lambda data: lambda stream: stream.write(data))(data)
+                                               for name, data in files.items()},
+                              stale=lambda name: bool(pattern.match(name)))
+    switches += 1
+    time.sleep(0.05 * (switches % 3))  # off the loads' rhythm, so that loads meet either save
+print(switches)
+"""
+
+
+def test_loads_during_a_stream_of_saves_see_one_whole_save(tmp_path):
+    """No kill here: one process switches a directory between two different saves as fast as it can, while
+    from_pretrained loads it again and again. Each load must be one whole save (config and weights together).
+    Without the shared lock loads take (consistent_reads replaced by a no-op) this fails: config of one save,
+    weights of the other."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import jaxformers
+    from jaxformers.saving import _WEIGHT_FILE
+    from test_atomic_save import SIZES, params_of
+
+    old = jaxformers.BertForSequenceClassification(jaxformers.BertConfig(40, **SIZES), num_labels=2, seed=1)
+    new = jaxformers.BertForSequenceClassification(
+        jaxformers.BertConfig(40, **SIZES, hidden_dropout_prob=0.25), num_labels=2, seed=2)
+    old.save_pretrained(tmp_path / "old", safetensors=True, pytorch=True)
+    new.save_pretrained(tmp_path / "new", max_shard_size="4kB")
+    expected = {0.1: params_of(old), 0.25: params_of(new)}
+    target = tmp_path / "target"
+    shutil.copytree(tmp_path / "old", target)
+    spec = {"module": str(Path(jaxformers.__file__).with_name("atomic_save.py")), "target": str(target),
+            "sources": [str(tmp_path / "new"), str(tmp_path / "old")], "stale": _WEIGHT_FILE.pattern,
+            "stop": str(tmp_path / "stop")}
+    saver = subprocess.Popen([sys.executable, "-I", "-S", "-c", SAVER_LOOP, json.dumps(spec)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        for _ in range(6):
+            loaded = jaxformers.BertForSequenceClassification.from_pretrained(target, num_labels=2, strict=True)
+            dropout = loaded.config.hidden_dropout_prob
+            seen.append(dropout)
+            for key, value in params_of(loaded).items():
+                np.testing.assert_array_equal(value, expected[dropout][key], err_msg=f"{key} (config {dropout})")
+    finally:
+        (tmp_path / "stop").touch()
+        out, err = saver.communicate(timeout=120)
+    assert saver.returncode == 0, err[-2000:]
+    assert int(out) >= 2, (out, seen)  # the saves really ran during the loads
