@@ -218,19 +218,23 @@ def _verify_fresh_blob(path: str, url: str, started: float) -> None:
     name = os.path.basename(blob)
     if blob == os.path.abspath(path) or os.path.getmtime(blob) < started - 1:
         return  # no symlinked blob (copy mode), or one that was already cached: checked when it arrived
-    if re.fullmatch(r"[0-9a-f]{64}", name):
-        digest = _file_digest(blob, hashlib.sha256())
-    elif re.fullmatch(r"[0-9a-f]{40}", name):
-        digest = _file_digest(blob, hashlib.sha1(b"blob %d\0" % os.path.getsize(blob)))  # git's object id
-    else:
-        return
-    if digest != name:
+    if _hashes_to(blob, name) is False:
         received = os.path.getsize(blob)
         for stale in (path, blob):  # the snapshot link, then the blob: nothing of it stays cached
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
         raise OSError(f"could not download {url}: the {received} bytes received do not hash to the ETag {name} "
                       f"(truncated or corrupted in transit); nothing was cached, try again")
+
+
+def _hashes_to(path: str, etag: str) -> bool | None:
+    """Whether the file hashes to `etag` when that is a content hash as the hub gives them (sha256 for large
+    files, git's blob sha1 for small ones); None when it is not one (nothing to check)."""
+    if re.fullmatch(r"[0-9a-f]{64}", etag):
+        return _file_digest(path, hashlib.sha256()) == etag
+    if re.fullmatch(r"[0-9a-f]{40}", etag):
+        return _file_digest(path, hashlib.sha1(b"blob %d\0" % os.path.getsize(path))) == etag  # git's object id
+    return None
 
 
 def _file_digest(path: str, hasher: Any) -> str:
@@ -285,12 +289,41 @@ def _download_plain_url(url: str, options: HubOptions) -> str:
         return str(target)
     if options.offline:
         raise OSError(f"offline mode and {url} is not in the cache: it is needed as {str(target)!r}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = create_temporary_file(target.parent, f".{target.name}.")
     try:
-        with atomic_write(target, "wb") as out:
-            http_get(url, out)  # raises on a size other than the stated Content-Length
-    except Exception as error:
-        raise OSError(f"could not download {url}: {type(error).__name__}: {error}") from error
+        try:
+            with os.fdopen(fd, "wb") as out:
+                etag = _unsized_etag(url)
+                http_get(url, out)  # raises on a size other than the stated Content-Length
+                out.flush()
+                os.fsync(out.fileno())
+        except Exception as error:
+            raise OSError(f"could not download {url}: {type(error).__name__}: {error}") from error
+        # Without a Content-Length a body cut short looks complete: a content-hash ETag is the only witness.
+        if etag is not None and _hashes_to(temporary, etag) is False:
+            raise OSError(f"could not download {url}: the {os.path.getsize(temporary)} bytes received do not hash "
+                          f"to the ETag {etag} (truncated or corrupted in transit); nothing was cached, try again")
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
     return str(target)
+
+
+def _unsized_etag(url: str) -> str | None:
+    """The strong ETag a HEAD of `url` states when it states no Content-Length (None otherwise). Weak ETags and
+    encoded bodies (the ETag describes the encoded bytes) give None: they cannot be checked against the file."""
+    from huggingface_hub.utils import get_session
+
+    response = get_session().head(url, follow_redirects=True, timeout=30)
+    headers = response.headers
+    etag = (headers.get("X-Linked-Etag") or headers.get("ETag") or "").strip()
+    if response.status_code >= 400 or "Content-Length" in headers and headers.get("Content-Length") != "0" \
+            or headers.get("Content-Encoding", "identity") != "identity" or etag.startswith("W/"):
+        return None
+    return etag.strip('"') or None
 
 
 # What a tokenizer may read from a model directory (the tokenizers' from_directory picks among them).

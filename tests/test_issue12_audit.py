@@ -219,3 +219,30 @@ def test_loads_during_a_stream_of_saves_see_one_whole_save(tmp_path):
         out, err = saver.communicate(timeout=120)
     assert saver.returncode == 0, err[-2000:]
     assert int(out) >= 2, (out, seen)  # the saves really ran during the loads
+
+
+def test_plain_url_cut_short_without_content_length_is_never_cached(tmp_path, monkeypatch):
+    """Any other http(s) URL (here the local hub under another host name): a body cut short with no
+    Content-Length is caught by the content-hash ETag the server states, and nothing enters <cache>/urls."""
+    from local_hub import LocalHub
+
+    from jaxformers import file_utils
+
+    for variable in ("JAXFORMERS_CACHE", "JAXFORMERS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                     "HF_HUB_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    (tmp_path / "hub" / "files").mkdir(parents=True)
+    contents = {"model.tar.gz": bytes(range(256)) * 64, "notes.txt": b"hello\n" * 1000}  # sha256 / git-sha1 ETags
+    for name, content in contents.items():
+        (tmp_path / "hub" / "files" / name).write_bytes(content)
+    urls = tmp_path / "hf-home" / "hub" / "urls"
+    with LocalHub(tmp_path / "hub") as hub:
+        for name, content in contents.items():
+            url = hub.url.replace("127.0.0.1", "localhost") + f"/files/resolve/main/{name}"
+            hub.faults[name] = "truncate-unsized"
+            with pytest.raises(OSError, match=rf"{url}: the {len(content) // 2} bytes received do not hash"):
+                file_utils.cached_path(url)
+            assert not urls.exists() or not [path for path in urls.iterdir() if name in path.name]
+            del hub.faults[name]
+            assert Path(file_utils.cached_path(url)).read_bytes() == content
