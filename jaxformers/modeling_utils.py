@@ -32,7 +32,7 @@ from flax import nnx
 from .atomic_save import consistent_reads
 from .configuration import PretrainedConfig, apply_model_kwargs
 from .file_utils import SHORTCUT_REPOS, HubFileMissing, HubOptions, cached_path, hub_file, hub_repo_for, is_remote
-from .layers import abstract_init
+from .layers import ModuleFactory, build_abstract
 
 logger = logging.getLogger("jaxformers")
 
@@ -364,6 +364,8 @@ class PreTrainedModel(nnx.Module):
     config_class: ClassVar[type[PretrainedConfig]] = PretrainedConfig
     # Attribute holding the base model in head models ("bert", "transformer"); base models have none.
     base_model_prefix: ClassVar[str] = ""
+    # True on the base model class itself (BertModel, GPT2Model...); head models hold theirs at base_model_prefix.
+    is_base_model: ClassVar[bool] = False
     # Shortcut name -> hub repository.
     pretrained_model_archive_map: ClassVar[dict[str, str]] = {}
     # Old checkpoint spellings -> ours, as (regex, replacement) on incoming PyTorch keys.
@@ -395,10 +397,29 @@ class PreTrainedModel(nnx.Module):
         # nnx's model.train() / model.eval() flip this attribute on every module that has it.
         self.deterministic = True
 
-    def _finish_init(self) -> None:
-        """Drop the construction-time ModuleFactory: it holds RNG state that must not stay in the model graph."""
-        if hasattr(self, "_options"):
-            del self._options
+    def _base_model(self) -> "PreTrainedModel":
+        """The base model: this one, or the one a head model holds at ``base_model_prefix``."""
+        return self if self.is_base_model else getattr(self, self.base_model_prefix)
+
+    def _base_key_prefix(self) -> str:
+        """What parameter keys of the base model start with in this model: ``""`` or ``"bert."``..."""
+        return "" if self.is_base_model else self.base_model_prefix + "."
+
+    @classmethod
+    def _new_factory(cls, config: PretrainedConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:
+        """The family's parameter factory (its initializer, norm size, activation...)."""
+        raise NotImplementedError(f"{cls.__name__} declares no parameter factory")
+
+    def _factory(self, config: PretrainedConfig, *, options: ModuleFactory | None = None,
+                 rngs: nnx.Rngs | None = None, seed: int = 0, dtype: Any = None,
+                 param_dtype: Any = jnp.float32) -> ModuleFactory:
+        """The factory a constructor builds its parameters with: the one the enclosing constructor passed down as
+        ``options=`` (a head model's, shared with its base model), else a new one drawing from ``rngs``
+        (``nnx.Rngs(seed)`` when not given). Constructors keep it in a local variable and pass it down, never on
+        the module, so no RNG state stays in the model graph."""
+        if options is not None:
+            return options
+        return self._new_factory(config, rngs if rngs is not None else nnx.Rngs(seed), dtype, param_dtype)
 
     def _dropout_key(self, dropout_rng: jax.Array | None) -> jax.Array | None:
         """None in evaluation mode; in training mode the caller's key, which must be given."""
@@ -594,17 +615,13 @@ class PreTrainedModel(nnx.Module):
                 layout, source = "torch", weights_path
             else:
                 (arrays, layout), source = _read_weights_or_explain(weights_path, resolved), weights_path
-            # Build the model abstractly (no random init, no XLA compilation): the checkpoint supplies the values.
-            with abstract_init():
-                model = cls(config, *inputs, **kwargs)
+            # Shapes only (no random init, no XLA compilation): the checkpoint supplies the values, and the few
+            # parameters it lacks are drawn from their recorded initializers.
+            model = build_abstract(lambda: cls(config, *inputs, **kwargs))
             model._init_seed = int(kwargs.get("seed", 0))
             if state_dict is None:
                 model._refuse_foreign_layout(arrays, source)
-            try:
-                report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
-            except _NeedsConcreteModel:
-                model = cls(config, *inputs, **kwargs)
-                report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
+            report = model.load_state_dict(arrays, layout=layout, strict=strict, source=source)
         return (model, report.as_dict()) if output_loading_info else model
 
     @classmethod
@@ -693,10 +710,6 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-class _NeedsConcreteModel(Exception):
-    """An abstract (eval_shape) model lacks weights that cannot be initialised from metadata alone."""
-
-
 def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], seed: int) -> dict[str, np.ndarray]:
     """Initial values for missing parameters of an abstract model, drawn with numpy (no XLA compilation)."""
     rng = np.random.default_rng(seed)
@@ -705,8 +718,9 @@ def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], se
         spec = specs[key]
         if not spec.abstract:
             continue
-        if spec.init is None:
-            raise _NeedsConcreteModel(key)
+        if spec.init is None:  # layers.new_param records one on every parameter it makes
+            raise ValueError(f"{key}: missing from the checkpoint and built without a recorded initializer "
+                             f"(make parameters with jaxformers.layers.new_param)")
         kind, scale = spec.init
         if kind == "normal":
             values[key] = (rng.standard_normal(spec.shape, np.float32) * np.float32(scale))
@@ -715,7 +729,7 @@ def _materialize_abstract(specs: Mapping[str, ParamSpec], missing: list[str], se
         elif kind == "constant":
             values[key] = np.full(spec.shape, scale, np.float32)
         else:
-            raise _NeedsConcreteModel(key)
+            raise ValueError(f"{key}: unknown initializer {spec.init!r} recorded on the parameter")
     return values
 
 
