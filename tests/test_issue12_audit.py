@@ -1,13 +1,17 @@
 """Gaps an audit of issue 12 found in the tests of the other issue-12 files: torch storages as a decompression
 bomb (each zip member was bounded alone, their sum was not), read_torch_bin against torch.load for the views
-torch writes (offsets, strides, tied and bf16 views, both formats), a truncated small (git-blob ETag) hub file
-without Content-Length, and a failed archive load leaving nothing in a real $TMPDIR."""
+torch writes (offsets, strides, tied and bf16 views, zip and legacy formats), truncated downloads without
+Content-Length (a small git-blob-ETag hub file, plain URLs), archive loads failing after the extraction (nothing
+left in the temp dir), and loads racing a stream of saves (no kill) seeing one whole save."""
 
 from __future__ import annotations
 
 import io
-import os
+import json
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections import OrderedDict
@@ -184,11 +188,6 @@ def test_loads_during_a_stream_of_saves_see_one_whole_save(tmp_path):
     from_pretrained loads it again and again. Each load must be one whole save (config and weights together).
     Without the shared lock loads take (consistent_reads replaced by a no-op) this fails: config of one save,
     weights of the other."""
-    import json
-    import shutil
-    import subprocess
-    import sys
-
     import jaxformers
     from jaxformers.saving import _WEIGHT_FILE
     from test_atomic_save import SIZES, params_of
