@@ -865,3 +865,7 @@ class _resolved_directory:
             self._reading = None
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
+            error = exc_info[1] if len(exc_info) > 1 else None
+            if isinstance(error, (OSError, ValueError)) and self._temporary in str(error):
+                # The message names a file of the extraction directory, which is gone now: say where it came from.
+                error.add_note(f"{self._temporary} was the temporary extraction of the archive {self.name!r}")

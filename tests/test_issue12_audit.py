@@ -142,9 +142,11 @@ def test_failed_archive_loads_leave_nothing_in_the_temp_dir(tmp_path, monkeypatc
              "config": (b"{broken", state, "not valid JSON")}
     for name, (config_bytes, weights, message) in cases.items():
         path = _archive(tmp_path / f"{name}.tar.gz", config_bytes, saved(weights))
-        with pytest.raises((OSError, ValueError), match=message):
+        with pytest.raises((OSError, ValueError), match=message) as caught:
             bert.BertModel.from_pretrained(path, strict=True)
         assert not list(scratch.iterdir()), name
+        # The message names a file of the deleted extraction directory; a note names the archive it came from.
+        assert str(path) in " ".join(getattr(caught.value, "__notes__", [])), name
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes((tmp_path / "config.tar.gz").read_bytes()[:3000])
     with pytest.raises(OSError, match=r"truncated\.tar\.gz"):
