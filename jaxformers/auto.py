@@ -157,6 +157,9 @@ class AutoTokenizer:
         "OpenAIGPTTokenizer": "openai-gpt", "OpenAIGPTTokenizerFast": "openai-gpt",
         "TransfoXLTokenizer": "transfo-xl",
     }
+    # transformers' family-less tokenizer over tokenizer.json (5.x names it TokenizersBackend): the model config's
+    # model_type picks the family, and that tokenizer refuses a tokenizer.json of another model type by name.
+    _GENERIC_CLASS_NAMES: ClassVar[frozenset[str]] = frozenset({"PreTrainedTokenizerFast", "TokenizersBackend"})
 
     def __init__(self) -> None:
         raise TypeError("AutoTokenizer is not instantiated: use AutoTokenizer.from_pretrained(...)")
@@ -171,7 +174,7 @@ class AutoTokenizer:
         name = os.fspath(pretrained_model_name_or_path)
         settings_path = _resolve_file(name, (_TOKENIZER_CONFIG,), kwargs)
         class_name = _read_json(settings_path).get("tokenizer_class") if settings_path else None
-        if class_name is not None:
+        if class_name is not None and class_name not in cls._GENERIC_CLASS_NAMES:
             if class_name not in cls._BY_CLASS_NAME:
                 raise ValueError(f"{settings_path}: tokenizer_class {class_name!r} is not implemented by jaxformers "
                                  f"(supported: {', '.join(sorted(cls._BY_CLASS_NAME))})")

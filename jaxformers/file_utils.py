@@ -26,7 +26,6 @@ import hashlib
 import os
 import re
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import IO, Any, Iterator, MutableMapping
@@ -399,8 +398,3 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-def copy_atomic(source: str | os.PathLike, destination: str | os.PathLike) -> None:
-    with open(source, "rb") as src, atomic_write(destination, "wb") as dst:
-        shutil.copyfileobj(src, dst)
