@@ -185,3 +185,39 @@ def test_huggingface_hub_floor_covers_the_api_the_downloads_call():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     floors = re.findall(r'"huggingface_hub>=(\d+)\.(\d+)', pyproject)
     assert floors and all((int(major), int(minor)) >= (1, 2) for major, minor in floors), floors
+
+
+def tokenizer_directory(tmp_path: Path, family: str, **settings) -> Path:
+    """transformers' own save of a tiny tokenizer (tokenizer.json + tokenizer_config.json), settings merged in."""
+    directory = tmp_path / family
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if family == "bert":
+        (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+        transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=False).save_pretrained(directory)
+    else:
+        tiny_bpe_files(tmp_path / "bpe")
+        bpe = tmp_path / "bpe"
+        transformers.GPT2Tokenizer(str(bpe / "vocab.json"), str(bpe / "merges.txt")).save_pretrained(directory)
+        settings.setdefault("pad_token", "<|endoftext|>")  # GPT-2 pads only once given a pad token
+    path = directory / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **settings}))
+    return directory
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_padding_and_truncation_side_come_from_tokenizer_config(tmp_path, family):
+    """Decoder repositories often set padding_side "left" in tokenizer_config.json; transformers honours it."""
+    directory = tokenizer_directory(tmp_path, family, padding_side="left", truncation_side="left")
+    ours = {"bert": jaxformers.BertTokenizer, "gpt2": jaxformers.GPT2Tokenizer}[family].from_pretrained(directory)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(directory))
+    assert (ours.padding_side, ours.truncation_side) == (theirs.padding_side, theirs.truncation_side) == ("left",) * 2
+    texts = ["the cat sat on the mat the cat sat", "the mat", "at"]
+    for options in (dict(padding=True), dict(padding=True, truncation=True, max_length=6)):
+        got, want = ours(texts, **options), theirs(texts, **options)
+        for key in ("input_ids", "attention_mask"):
+            assert got[key] == want[key], (options, key)
+    # a keyword argument wins over the file; a value neither side is refused naming the file
+    assert type(ours).from_pretrained(directory, padding_side="right").padding_side == "right"
+    broken = tokenizer_directory(tmp_path / "broken", family, padding_side="middle")
+    with pytest.raises(ValueError, match=r"tokenizer_config\.json.*padding_side='middle'"):
+        type(ours).from_pretrained(broken)

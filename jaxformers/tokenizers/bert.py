@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .batch import BatchCallMixin
-from .hub_files import TOKENIZER_JSON_NAME, model_max_length_of, read_tokenizer_json_model, read_tokenizer_settings
+from .hub_files import (TOKENIZER_JSON_NAME, model_max_length_of, pop_side_settings, read_tokenizer_json_model,
+                        read_tokenizer_settings)
 
 logger = logging.getLogger(__name__)
 
@@ -683,8 +684,11 @@ class BertTokenizer(BatchCallMixin):
                 settings["do_lower_case"] = normalizer["lowercase"]
             settings.setdefault("unk_token", wordpiece.get("unk_token"))
         options = _init_options_from_settings(settings)
+        sides = pop_side_settings(settings, kwargs)
         options.update(kwargs)
         tokenizer = cls(vocab, **options)
+        for key, value in sides.items():
+            setattr(tokenizer, key, value)
         if isinstance(wordpiece.get("max_input_chars_per_word"), int):
             tokenizer.wordpiece_tokenizer.max_input_chars_per_word = wordpiece["max_input_chars_per_word"]
         return tokenizer

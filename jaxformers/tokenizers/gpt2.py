@@ -29,6 +29,7 @@ from .hub_files import (
     TOKENIZER_JSON_NAME,
     bpe_merges_from_json,
     model_max_length_of,
+    pop_side_settings,
     read_tokenizer_json_model,
     read_tokenizer_settings,
 )
@@ -418,13 +419,18 @@ class BPETokenizerBase(BatchCallMixin):
                               f"{MERGES_NAME} nor {TOKENIZER_JSON_NAME}")
             model = read_tokenizer_json_model(json_path, "BPE")
             vocab, merges = model["vocab"], bpe_merges_from_json(model, json_path)
-        options = cls._options_from_settings(read_tokenizer_settings(directory))
+        settings = read_tokenizer_settings(directory)
+        options = cls._options_from_settings(settings)
+        sides = pop_side_settings(settings, kwargs)
         special_tokens_file = os.path.join(directory, SPECIAL_TOKENS_NAME)
         if "special_tokens" not in kwargs and os.path.exists(special_tokens_file):
             logger.info("loading special tokens file %s", special_tokens_file)
             options["special_tokens"] = read_special_tokens(special_tokens_file)
         options.update(kwargs)
-        return cls(vocab, merges, **options)
+        tokenizer = cls(vocab, merges, **options)
+        for key, value in sides.items():
+            setattr(tokenizer, key, value)
+        return tokenizer
 
     @classmethod
     def _options_from_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,22 @@ def model_max_length_of(settings: dict[str, Any]) -> int | None:
     return int(value) if value < 1e12 else None
 
 
+def pop_side_settings(settings: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, str]:
+    """``padding_side`` / ``truncation_side`` of tokenizer_config.json (keyword arguments win), checked; taken out
+    of `kwargs` because they are attributes set after construction, as transformers honours them."""
+    sides = {}
+    for key in ("padding_side", "truncation_side"):
+        from_kwargs = key in kwargs
+        value = kwargs.pop(key) if from_kwargs else settings.get(key)
+        if value is None:
+            continue
+        if value not in ("left", "right"):
+            where = "from_pretrained" if from_kwargs else settings.get("_source", "tokenizer settings")
+            raise ValueError(f"{where}: {key}={value!r}, expected 'left' or 'right'")
+        sides[key] = value
+    return sides
+
+
 def read_tokenizer_json_model(path: str | os.PathLike, expected_type: str) -> dict[str, Any]:
     """The ``model`` section of a ``tokenizer.json``, checked to be of ``expected_type`` ("WordPiece"/"BPE"),
     with its vocabulary as a dict; added tokens absent from the vocabulary are added with their ids."""
