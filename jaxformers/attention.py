@@ -167,6 +167,16 @@ def _cudnn_allowed(query: Array, key: Array) -> bool:
         key.shape[-1] == query.shape[-1]
 
 
+def cudnn_bias(bias: Array | None, query: Array, key: Array) -> Array | None:
+    """``bias`` as cuDNN takes it: ``[batch or 1, heads or 1, q, kv]`` in the query's dtype. cuDNN broadcasts the
+    batch and head axes only, so a padding bias ``[batch, 1, 1, kv]`` is spelled out over the queries (seen on an
+    H200: "Bias must have same seq length as QKV, got 1 and 128")."""
+    if bias is None:
+        return None
+    bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+    return jnp.broadcast_to(bias, bias.shape[:2] + (query.shape[1], key.shape[1])).astype(query.dtype)
+
+
 def fused_attention(query: Array, key: Array, value: Array, bias: Array | None) -> Array:
     """Softmax attention without probabilities or dropout: ``[batch, q, heads, d]`` in, ``[batch, q, heads, d]``
     out, ``bias`` additive and broadcastable to ``[batch, heads, q, kv]``."""
@@ -180,7 +190,7 @@ def fused_attention(query: Array, key: Array, value: Array, bias: Array | None) 
         record_kernel("cudnn")
         if is_causal_bias(bias, query.shape[1], key.shape[1]):
             return jax.nn.dot_product_attention(query, key, value, is_causal=True, implementation="cudnn")
-        return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype),
+        return jax.nn.dot_product_attention(query, key, value, bias=cudnn_bias(bias, query, key),
                                             implementation="cudnn")
     record_kernel("xla")
     return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype))

@@ -110,3 +110,20 @@ def test_bert_forward_with_pallas_matches_xla():
     real = mask.astype(bool)
     np.testing.assert_allclose(np.asarray(got[0])[real], np.asarray(expected[0])[real], atol=2e-5)
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(expected[1]), atol=2e-5)
+
+
+def test_cudnn_bias_is_spelled_out_over_queries_and_keeps_values():
+    """cuDNN broadcasts only the batch and head axes of a bias (an H200 run refused the [batch, 1, 1, kv] padding
+    bias): the bias handed to it has the full [q, kv] extent and the same additive values."""
+    query = jnp.zeros((2, 5, 4, 64), jnp.bfloat16)  # [batch, q, heads, d]
+    key = jnp.zeros((2, 7, 4, 64), jnp.bfloat16)
+    mask = np.ones((2, 7), np.int32)
+    mask[1, 4:] = 0
+    bias = padding_bias(jnp.asarray(mask))  # [batch, 1, 1, kv]
+    spelled = kernels.cudnn_bias(bias, query, key)
+    assert spelled.shape == (2, 1, 5, 7) and spelled.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(spelled, np.float32),
+                                  np.broadcast_to(np.asarray(bias.astype(jnp.bfloat16), np.float32), (2, 1, 5, 7)))
+    causal = causal_bias(5, 7)
+    assert kernels.cudnn_bias(causal, query, key).shape[-2:] == (5, 7)
+    assert kernels.cudnn_bias(None, query, key) is None
