@@ -117,8 +117,10 @@ class ToyLM(nnx.Module):
         # Large embeddings make the logits spread out, so greedy choices are far from ties.
         self.wte = Embedding(config.vocab_size, config.n_embd, rngs=rngs, init_std=1.0)
         self.wpe = Embedding(config.n_positions, config.n_embd, rngs=rngs, init_std=1.0)
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, rngs=rngs, init_std=0.5, torch_layout=None)
-        self.c_proj = Linear(config.n_embd, config.n_embd, rngs=rngs, init_std=0.5, torch_layout=None)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, rngs=rngs, axes=("embed", "qkv"), init_std=0.5,
+                             torch_layout=None)
+        self.c_proj = Linear(config.n_embd, config.n_embd, rngs=rngs, axes=("heads", "embed"), init_std=0.5,
+                             torch_layout=None)
         self.ln_f = LayerNorm(config.n_embd, eps=1e-5)
 
     def _project(self, input_ids, position_ids):
