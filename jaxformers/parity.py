@@ -136,8 +136,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     for name, value, low in (("--max-length", args.max_length, 2), ("--num-labels", args.num_labels, 1)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if not args.atol > 0:
-        raise UsageError(f"--atol must be positive, got {args.atol}")
+    if not args.atol >= 0:  # 0 asks for exact equality; negative or NaN can only be a mistake
+        raise UsageError(f"--atol must be zero or positive, got {args.atol}")
     checkpoint = args.checkpoint or default_checkpoint()
     directory = resolve_checkpoint(checkpoint)
     config = read_config(directory) if directory is not None else hub_config(checkpoint)

@@ -74,5 +74,8 @@ def test_parity_cli_fails_loudly_when_tolerance_is_impossible(capsys, tmp_path):
     assert main(["parity", str(tmp_path), "--atol", "0"]) in (0, 1)
     out = capsys.readouterr().out
     assert "max |diff|" in out
-    assert main(["parity", str(tmp_path), "--atol", "-1"]) == 1
+    assert main(["parity", str(tmp_path), "--atol", "1e-30"]) == 1  # no fp32 run meets it
     assert "PARITY FAILED" in capsys.readouterr().out
+    # A negative tolerance is a usage error (exit 2, one line naming the value), found before any model loads.
+    assert main(["parity", str(tmp_path), "--atol", "-1"]) == 2
+    assert "--atol must be zero or positive, got -1.0" in capsys.readouterr().err
