@@ -40,7 +40,7 @@ install-test: $(TEST_STAMP)
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/jaxformers parity
 
-# About 10 minutes on 2 quiet cores (about 20 under load); test-fast skips the tests marked slow.
+# About 20 minutes on 2 cores (24 min measured beside another test job); test-fast skips the tests marked slow.
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
