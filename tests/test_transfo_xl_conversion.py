@@ -18,6 +18,7 @@ from pytorch_transformers import modeling_transfo_xl as ref
 from jaxformers.models import transfo_xl as jx
 from parity_utils import assert_close, torch_state_numpy
 from script_loader import load_script
+from tf_writer import write_tf_checkpoint
 
 tf = pytest.importorskip("tensorflow")
 
@@ -30,16 +31,6 @@ DIV2 = dict(FIELDS, cutoffs=[10, 30], d_embed=32, div_val=2, untie_r=True)
 # The PyTorch port's same_length mask, to compare a TF-converted model with the reference's outputs.
 PORT_MASK = dict(config_overrides={"same_length_mask": "pytorch"})
 DIV1_SHARED_R = dict(FIELDS, cutoffs=[20, 40], d_embed=16, div_val=1, untie_r=False)
-
-
-def write_tf_checkpoint(arrays: dict[str, np.ndarray], prefix: Path) -> None:
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(value, name=name) for name, value in arrays.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.variables_initializer(variables))
-            saver.save(session, str(prefix))
 
 
 def tf_arrays_from_reference_map(model, config) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import pytest
 
 from jaxformers.models import transfo_xl as jx
 from script_loader import load_script
+from tf_writer import write_tf_checkpoint
 
 tf = pytest.importorskip("tensorflow")
 
@@ -153,16 +154,6 @@ def tf_model_nll(variables, segments, targets) -> list[np.ndarray]:
         losses.append(-np.take_along_axis(log_probs, target.T[..., None], axis=-1)[..., 0].T)
         mems = new_mems
     return losses
-
-
-def write_tf_checkpoint(arrays: dict[str, np.ndarray], prefix: Path) -> None:
-    graph = tf.Graph()
-    with graph.as_default():
-        variables = [tf.compat.v1.Variable(value, name=name) for name, value in arrays.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session(graph=graph) as session:
-            session.run(tf.compat.v1.variables_initializer(variables))
-            saver.save(session, str(prefix))
 
 
 def our_nll(model, segments, targets) -> list[np.ndarray]:
