@@ -28,17 +28,20 @@ import numpy as np
 
 from . import atomic_save
 from .atomic_save import Writer
+from .checkpoint_files import (  # noqa: F401  (SAFETENSORS_* re-exported: tests and users import them from here)
+    CONFIG_NAME,
+    FLAX_WEIGHTS_NAME,
+    SAFETENSORS_INDEX_NAME,
+    SAFETENSORS_NAME,
+    TORCH_WEIGHTS_NAME,
+    jaxformers_msgpack_tree,
+)
 
 if TYPE_CHECKING:
     from .modeling_utils import PreTrainedModel
 
 logger = logging.getLogger("jaxformers")
 
-CONFIG_NAME = "config.json"
-FLAX_WEIGHTS_NAME = "flax_model.msgpack"
-SAFETENSORS_NAME = "model.safetensors"
-SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
-TORCH_WEIGHTS_NAME = "pytorch_model.bin"
 # Weight files of any earlier save in the directory: a new save deletes those it does not rewrite, so no loader
 # (ours or transformers) can pick up stale weights next to the new config.
 _WEIGHT_FILE = re.compile(
@@ -91,7 +94,7 @@ def hf_architecture(model: "PreTrainedModel") -> HFArchitecture:
 
 
 def _dtype_name(model: "PreTrainedModel") -> str:
-    from .modeling_utils import per_layer_params
+    from .checkpoint_io import per_layer_params
 
     dtypes = {np.dtype(value.dtype).name for value in per_layer_params(model).values()}
     # Mixed precision parameters are unusual; transformers takes one dtype, so name the widest.
@@ -231,7 +234,7 @@ def save_model(model: "PreTrainedModel", directory: str | os.PathLike, *, pytorc
     step; weight files of an earlier save that this one does not rewrite are removed in the same switch."""
     from flax import serialization
 
-    from .modeling_utils import jaxformers_msgpack_tree, per_layer_params
+    from .checkpoint_io import per_layer_params
 
     ours = {key: np.asarray(value) for key, value in per_layer_params(model).items()}
     files: dict[str, Writer] = {
