@@ -286,24 +286,38 @@ class LayerNorm(nnx.Module):
 
 
 class ModuleFactory:
-    """Construction-time settings shared by a model's submodules: config, RNG, dtypes, initializer, norm size.
+    """Construction-time settings shared by a model's submodules: config, RNG, dtypes, initializer, norm size and
+    activation. The one parameter factory of every model family (each model class's ``_new_factory`` returns one).
 
     Every parameter of every model is made here (or by the layers it builds), so each one records its PyTorch
     layout, its initializer and its logical axis names. ``init`` is the default initializer of weights
-    (``("normal", init_std)`` unless given). Held by a model only while it is being built (models delete it
-    afterwards), so no RNG state stays in the graph.
+    (``("normal", init_std)`` unless given); ``activation`` the family's feed-forward activation (an
+    :data:`ACTIVATIONS` name or a function; None where the family has no choice). Constructors keep it in a local
+    variable and pass it down, never on a module, so no RNG state stays in the graph.
     """
 
     def __init__(self, config: Any, rngs: nnx.Rngs, dtype: DType, param_dtype: DType, *, features: int,
-                 layer_norm_eps: float, init_std: float, init: tuple[str, float] | None = None):
+                 layer_norm_eps: float, init_std: float, init: tuple[str, float] | None = None,
+                 activation: str | Callable[[Array], Array] | None = None):
         self.config, self.rngs, self.dtype, self.param_dtype = config, rngs, dtype, param_dtype
         self.features, self.layer_norm_eps, self.init_std = features, layer_norm_eps, init_std
         self.init = init or ("normal", init_std)
+        self.activation = activation
+
+    def activation_fn(self) -> Callable[[Array], Array]:
+        """The feed-forward activation as a function (an error if the factory was made without one)."""
+        if self.activation is None:
+            raise ValueError(f"this {type(self.config).__name__} factory was made without an activation")
+        return activation(self.activation)
 
     def linear(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
                torch_layout: str | None = "transpose", use_bias: bool = True) -> Linear:
         return Linear(in_features, out_features, rngs=self.rngs, axes=axes, init=self.init, use_bias=use_bias,
                       torch_layout=torch_layout, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def conv1d(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None]) -> Linear:
+        """GPT's ``Conv1D``: PyTorch stores its weight ``[in, out]`` as we do, so no transpose at load or run time."""
+        return self.linear(in_features, out_features, axes=axes, torch_layout=None)
 
     def embedding(self, rows: int, *, axes: tuple[str | None, str | None] = ("vocab", "embed"),
                   features: int | None = None) -> Embedding:

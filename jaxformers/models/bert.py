@@ -21,7 +21,6 @@ from ..layers import (
     Array,
     Embedding,
     ModuleFactory,
-    activation,
     attention,
     build_stack,
     cross_entropy,
@@ -81,16 +80,11 @@ class BertConfig(PretrainedConfig):
         return set(pruned.get(layer, pruned.get(str(layer), ())))
 
 
-def _Options(config: BertConfig, rngs: nnx.Rngs, dtype, param_dtype) -> ModuleFactory:
-    return ModuleFactory(config, rngs, dtype, param_dtype, features=config.hidden_size,
-                         layer_norm_eps=config.layer_norm_eps, init_std=config.initializer_range)
-
-
 # ------------------------------------------------------------------------------------------------------- encoder
 
 
 class BertEmbeddings(nnx.Module):
-    def __init__(self, options: _Options):
+    def __init__(self, options: ModuleFactory):
         config = options.config
         self.word_embeddings = options.embedding(config.vocab_size, axes=("vocab", "embed"))
         self.position_embeddings = options.embedding(config.max_position_embeddings, axes=("position", "embed"))
@@ -115,7 +109,7 @@ class BertEmbeddings(nnx.Module):
 
 
 class BertSelfAttention(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
+    def __init__(self, options: ModuleFactory, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         config = options.config
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(
@@ -159,7 +153,7 @@ class BertSelfAttention(nnx.Module):
 class BertResidualOutput(nnx.Module):
     """``LayerNorm(dropout(dense(x)) + residual)``: BertSelfOutput and BertOutput of the reference."""
 
-    def __init__(self, options: _Options, in_features: int, in_axis: str):
+    def __init__(self, options: ModuleFactory, in_features: int, in_axis: str):
         # Row-split: the inputs arrive split over "model" (heads or intermediate columns); one all-reduce out.
         self.dense = options.linear(in_features, options.config.hidden_size, axes=(in_axis, "embed"))
         self.LayerNorm = options.layer_norm()
@@ -170,7 +164,7 @@ class BertResidualOutput(nnx.Module):
 
 
 class BertAttention(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
+    def __init__(self, options: ModuleFactory, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         self.self = BertSelfAttention(options, keep_multihead_output, pruned)
         self.output = BertResidualOutput(options, self.self.num_attention_heads * self.self.head_dim, "heads")
 
@@ -192,17 +186,17 @@ class BertAttention(nnx.Module):
 
 
 class BertIntermediate(nnx.Module):
-    def __init__(self, options: _Options):
+    def __init__(self, options: ModuleFactory):
         self.dense = options.linear(options.config.hidden_size, options.config.intermediate_size,
                                     axes=("embed", "mlp"))
-        self.act = activation(options.config.hidden_act)
+        self.act = options.activation_fn()
 
     def __call__(self, hidden: Array) -> Array:
         return self.act(self.dense(hidden))
 
 
 class BertLayer(nnx.Module):
-    def __init__(self, options: _Options, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
+    def __init__(self, options: ModuleFactory, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
         self.attention = BertAttention(options, keep_multihead_output, pruned)
         self.intermediate = BertIntermediate(options)
         self.output = BertResidualOutput(options, options.config.intermediate_size, "mlp")
@@ -220,7 +214,7 @@ class BertEncoder(nnx.Module):
     whose parameters have a leading ``[num_layers]`` axis, run by ``lax.scan``; ``remat`` recomputes each layer
     in the backward pass."""
 
-    def __init__(self, options: _Options, keep_multihead_output: bool = False):
+    def __init__(self, options: ModuleFactory, keep_multihead_output: bool = False):
         config = options.config
         self.num_layers = config.num_hidden_layers
         self.scan_layers = bool(config.scan_layers)
@@ -247,7 +241,7 @@ class BertEncoder(nnx.Module):
 
 
 class BertPooler(nnx.Module):
-    def __init__(self, options: _Options):
+    def __init__(self, options: ModuleFactory):
         self.dense = options.linear(options.config.hidden_size, options.config.hidden_size, axes=("embed", "embed"))
 
     def __call__(self, hidden: Array) -> Array:
@@ -258,9 +252,9 @@ class BertPooler(nnx.Module):
 
 
 class BertPredictionHeadTransform(nnx.Module):
-    def __init__(self, options: _Options):
+    def __init__(self, options: ModuleFactory):
         self.dense = options.linear(options.config.hidden_size, options.config.hidden_size, axes=("embed", "embed"))
-        self.act = activation(options.config.hidden_act)
+        self.act = options.activation_fn()
         self.LayerNorm = options.layer_norm()
 
     def __call__(self, hidden: Array) -> Array:
@@ -270,7 +264,7 @@ class BertPredictionHeadTransform(nnx.Module):
 class BertLMPredictionHead(nnx.Module):
     """MLM decoder tied to the word embeddings (PyTorch's ``decoder.weight`` is the same tensor) plus a bias."""
 
-    def __init__(self, options: _Options):
+    def __init__(self, options: ModuleFactory):
         self.transform = BertPredictionHeadTransform(options)
         self.bias = options.param((options.config.vocab_size,), axes=("vocab",), init=("constant", 0.0))
 
@@ -282,7 +276,7 @@ class BertLMPredictionHead(nnx.Module):
 class BertHeads(nnx.Module):
     """``cls`` of the reference: MLM predictions and/or the next-sentence classifier."""
 
-    def __init__(self, options: _Options, masked_lm: bool, next_sentence: bool):
+    def __init__(self, options: ModuleFactory, masked_lm: bool, next_sentence: bool):
         self.predictions = BertLMPredictionHead(options) if masked_lm else None
         self.seq_relationship = (options.linear(options.config.hidden_size, 2, axes=("embed", "classes"))
                                  if next_sentence else None)
@@ -308,7 +302,9 @@ class BertPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def _new_factory(cls, config: BertConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:
-        return _Options(config, rngs, dtype, param_dtype)
+        return ModuleFactory(config, rngs, dtype, param_dtype, features=config.hidden_size,
+                             layer_norm_eps=config.layer_norm_eps, init_std=config.initializer_range,
+                             activation=config.hidden_act)
 
     def stacked_layers(self) -> dict[str, int]:
         if not self.config.scan_layers:

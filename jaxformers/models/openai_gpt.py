@@ -1,4 +1,5 @@
-"""OpenAI GPT (config, base model, LM head, double heads), built from the blocks shared with GPT-2 (gpt2.py).
+"""OpenAI GPT (config, base model, LM head, double heads), built from the blocks shared with GPT-2
+(gpt_blocks.py).
 
 Differences from GPT-2: layer norms after each residual sum, no final layer norm, a configurable activation
 (``afn``: OpenAI's "gelu" is the tanh approximation), learned special-token rows appended to the token
@@ -16,23 +17,20 @@ import os
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from ..configuration import PretrainedConfig, configclass, spec
-from ..layers import ACTIVATIONS, Array, causal_bias, fold_rng, normalize_head_mask, remat_option
-from .gpt2 import (
+from ..layers import ACTIVATIONS, Array, fold_rng
+from .gpt_blocks import (
     GPT_ALIASES,
     GPT_SUMMARY_FIELDS,
     GPTPreTrainedBase,
+    HeadInputs,
     MultipleChoiceHead,
     build_blocks,
+    choice_arguments,
     double_heads_losses,
-    embed_tokens,
-    one_of,
-    reshape_attentions,
-    run_blocks,
     shifted_lm_loss,
 )
 
@@ -158,23 +156,11 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
 
     def __call__(self, input_ids: Array, position_ids: Array | None = None, token_type_ids: Array | None = None,
                  head_mask: Array | None = None, *, dropout_rng: Array | None = None):
-        config = self.config
-        input_ids = jnp.asarray(input_ids)
-        input_shape = input_ids.shape
-        rng = self._dropout_key(dropout_rng)
-        hidden = embed_tokens(self.tokens_embed, self.positions_embed, input_ids.reshape(-1, input_shape[-1]),
-                              position_ids, token_type_ids, 0, config.embd_pdrop, fold_rng(rng, 0))
-        seq_length = input_shape[-1]
-        hidden, _, _, attentions = run_blocks(
-            self.h, scan=bool(config.scan_layers), remat=remat_option(config),
-            hidden=hidden, bias=causal_bias(seq_length, seq_length, OPENAI_GPT_MASKED_LOGIT),
-            head_mask=normalize_head_mask(head_mask, config.n_layer, config.n_head), rng=fold_rng(rng, 1),
-            past=None, output_attentions=self.output_attentions,
-        )
-        hidden = hidden.reshape(*input_shape, -1)
+        out = self._run_transformer(self.tokens_embed, self.positions_embed, input_ids, position_ids,
+                                    token_type_ids, None, head_mask, dropout_rng, OPENAI_GPT_MASKED_LOGIT)
         if self.output_attentions:
-            return reshape_attentions(attentions, input_shape), hidden
-        return hidden
+            return out.attentions, out.hidden
+        return out.hidden
 
 
 class _OpenAIGPTWithTransformer(OpenAIGPTPreTrainedModel):
@@ -186,11 +172,11 @@ class _OpenAIGPTWithTransformer(OpenAIGPTPreTrainedModel):
         self.output_attentions = output_attentions
         self.transformer = OpenAIGPTModel(config, output_attentions, options=options)
 
-    def _transform(self, input_ids, position_ids, token_type_ids, head_mask, dropout_rng):
+    def _transform(self, input_ids, position_ids, token_type_ids, head_mask, dropout_rng) -> HeadInputs:
         rng = self._dropout_key(dropout_rng)
         outputs = self.transformer(input_ids, position_ids, token_type_ids, head_mask, dropout_rng=fold_rng(rng, 0))
         attentions, hidden = outputs if self.output_attentions else (None, outputs)
-        return attentions, hidden, fold_rng(rng, 1)
+        return HeadInputs(attentions, hidden, None, fold_rng(rng, 1))
 
     def _lm_logits(self, hidden: Array) -> Array:
         return self.transformer.tokens_embed.attend(hidden)  # tied decoder: [..., seq, vocab + n_special]
@@ -210,11 +196,11 @@ class OpenAIGPTLMHeadModel(_OpenAIGPTWithTransformer):
 
     def __call__(self, input_ids, position_ids=None, token_type_ids=None, lm_labels=None, head_mask=None, *,
                  dropout_rng=None):
-        attentions, hidden, _ = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
-        lm_logits = self._lm_logits(hidden)
+        base = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
+        lm_logits = self._lm_logits(base.hidden)
         if lm_labels is not None:
             return shifted_lm_loss(lm_logits, lm_labels)
-        return self._outputs(attentions, lm_logits)
+        return self._outputs(base.attentions, lm_logits)
 
 
 class OpenAIGPTDoubleHeadsModel(_OpenAIGPTWithTransformer):
@@ -231,17 +217,15 @@ class OpenAIGPTDoubleHeadsModel(_OpenAIGPTWithTransformer):
     def __call__(self, input_ids, mc_token_ids=None, lm_labels=None, mc_labels=None, token_type_ids=None,
                  position_ids=None, head_mask=None, *, multiple_choice_token_ids=None, multiple_choice_labels=None,
                  dropout_rng=None):
-        mc_token_ids = one_of(mc_token_ids, multiple_choice_token_ids, "mc_token_ids", "multiple_choice_token_ids")
-        mc_labels = one_of(mc_labels, multiple_choice_labels, "mc_labels", "multiple_choice_labels")
-        if mc_token_ids is None:
-            raise ValueError("OpenAIGPTDoubleHeadsModel needs mc_token_ids (the classification token of each choice)")
-        attentions, hidden, rng = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
-        lm_logits = self._lm_logits(hidden)
-        mc_logits = self.multiple_choice_head(hidden, mc_token_ids, rng)
+        mc_token_ids, mc_labels = choice_arguments(type(self).__name__, mc_token_ids, multiple_choice_token_ids,
+                                                   mc_labels, multiple_choice_labels)
+        base = self._transform(input_ids, position_ids, token_type_ids, head_mask, dropout_rng)
+        lm_logits = self._lm_logits(base.hidden)
+        mc_logits = self.multiple_choice_head(base.hidden, mc_token_ids, base.rng)
         losses = double_heads_losses(lm_logits, mc_logits, lm_labels, mc_labels)
         if losses:
             return losses
-        return self._outputs(attentions, lm_logits, mc_logits)
+        return self._outputs(base.attentions, lm_logits, mc_logits)
 
 
 __all__: Sequence[str] = (
