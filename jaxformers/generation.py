@@ -312,42 +312,17 @@ class Generator:
         pad_to_multiple_of: round the internal prompt width up (extra left padding) so prompts of nearby lengths
             share one compiled program; the output is unchanged.
         """
-        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, minimum=0)
-        top_k = _check_int("top_k", top_k, minimum=0)
-        temperature = float(temperature)
-        if do_sample and not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a positive number when sampling, got {temperature!r}")
-        if not 0.0 <= float(top_p) <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1] (1.0 disables nucleus filtering), got {top_p!r}")
-        if pad_to_multiple_of is not None:
-            _check_int("pad_to_multiple_of", pad_to_multiple_of, minimum=1)
-        for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
-            if value is not None:
-                _check_int(name, value, minimum=0)
-
-        batch = _as_batch(input_ids, attention_mask, pad_to_multiple_of)
-        fill = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
-        if max_new_tokens == 0:
-            self.last_steps = 0
-            return _assemble(batch, np.zeros((batch.prompts.shape[0], 0), np.int32), fill)
-
-        limit = _max_positions(self.model)
-        # The last fed token sits at position (longest prompt + max_new_tokens - 2).
-        if limit is not None and int(batch.lengths.max()) + max_new_tokens - 1 > limit:
-            raise ValueError(
-                f"a prompt of {int(batch.lengths.max())} tokens plus max_new_tokens={max_new_tokens} needs "
-                f"{int(batch.lengths.max()) + max_new_tokens - 1} positions; the model has {limit}"
-            )
-
-        settings = _Settings(
-            max_new_tokens=max_new_tokens,
-            do_sample=bool(do_sample),
-            top_k=top_k if do_sample else 0,
-            use_top_p=bool(do_sample) and float(top_p) < 1.0,
-            eos_token_id=-1 if eos_token_id is None else int(eos_token_id),
-            fill_token_id=int(fill),
+        settings = _settings_from_arguments(
+            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, pad_to_multiple_of=pad_to_multiple_of,
             cache_dtype=cache_dtype,
         )
+        batch = _as_batch(input_ids, attention_mask, pad_to_multiple_of)
+        if settings.max_new_tokens == 0:
+            self.last_steps = 0
+            return _assemble(batch, np.zeros((batch.prompts.shape[0], 0), np.int32), settings.fill_token_id)
+        _check_positions(self.model, batch, settings.max_new_tokens)
+
         graphdef, state = nnx.split(self.model)
         function = self._loop.get(graphdef)
         tokens, steps = function(
@@ -360,7 +335,58 @@ class Generator:
             settings=settings,
         )
         self.last_steps = int(steps)
-        return _assemble(batch, np.asarray(tokens), fill)
+        return _assemble(batch, np.asarray(tokens), settings.fill_token_id)
+
+
+def _settings_from_arguments(
+    *,
+    max_new_tokens: Any,
+    do_sample: bool,
+    temperature: float,
+    top_k: Any,
+    top_p: float,
+    eos_token_id: int | None,
+    pad_token_id: int | None,
+    pad_to_multiple_of: int | None,
+    cache_dtype: Any,
+) -> _Settings:
+    """Validate ``Generator.__call__``'s scalar arguments (naming the bad one) and freeze them as the static
+    settings of the compiled loop; the sampling-only ones are neutralised under greedy decoding so that greedy
+    calls with different unused values share one compiled program."""
+    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, minimum=0)
+    top_k = _check_int("top_k", top_k, minimum=0)
+    temperature = float(temperature)
+    if do_sample and not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive number when sampling, got {temperature!r}")
+    if not 0.0 <= float(top_p) <= 1.0:
+        raise ValueError(f"top_p must be in [0, 1] (1.0 disables nucleus filtering), got {top_p!r}")
+    if pad_to_multiple_of is not None:
+        _check_int("pad_to_multiple_of", pad_to_multiple_of, minimum=1)
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None:
+            _check_int(name, value, minimum=0)
+    fill = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
+    return _Settings(
+        max_new_tokens=max_new_tokens,
+        do_sample=bool(do_sample),
+        top_k=top_k if do_sample else 0,
+        use_top_p=bool(do_sample) and float(top_p) < 1.0,
+        eos_token_id=-1 if eos_token_id is None else int(eos_token_id),
+        fill_token_id=int(fill),
+        cache_dtype=cache_dtype,
+    )
+
+
+def _check_positions(model: nnx.Module, batch: _Batch, max_new_tokens: int) -> None:
+    """Refuse a prompt + continuation longer than the model's position table (it would index past it)."""
+    limit = _max_positions(model)
+    longest = int(batch.lengths.max())
+    # The last fed token sits at position (longest prompt + max_new_tokens - 2).
+    if limit is not None and longest + max_new_tokens - 1 > limit:
+        raise ValueError(
+            f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} needs "
+            f"{longest + max_new_tokens - 1} positions; the model has {limit}"
+        )
 
 
 def _assemble(batch: _Batch, new_tokens: np.ndarray, fill: int) -> np.ndarray:

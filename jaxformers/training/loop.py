@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +232,46 @@ def train_loop(
 
     if checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs a checkpoint_dir")
+    state, start, iterator = _resume(state, batches, checkpoint_dir, totals, num_steps)
+    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", disable=jax.process_index() != 0)
+    recorder = _StepRecorder(bar, lr_fn, totals)
+    pending: tuple[int, dict[str, jax.Array]] | None = None
+    try:
+        for step_number in range(start + 1, num_steps + 1):
+            batch = next(iterator, None)
+            if batch is None:
+                logger.warning("the batches ran out after step %d of %d", step_number - 1, num_steps)
+                break
+            recorder.examples_seen += _batch_rows(batch)
+            state, metrics = step(state, context.shard_batch(host_share(batch)))
+            # Reading a step's metrics waits for it; read the previous one's so the next step is already queued.
+            if pending is not None:
+                recorder.record(*pending)
+            pending = (step_number, metrics)
+            bar.update(1)
+            if checkpoint_every and step_number % checkpoint_every == 0:
+                recorder.record(*pending)  # the totals saved with step N must include step N
+                pending = None
+                save_checkpoint(checkpoint_dir, state, step_number, keep=keep_checkpoints, totals=totals)
+        if pending is not None:
+            recorder.record(*pending)
+        final_step = int(jax.device_get(state.step))
+        if checkpoint_every and final_step % checkpoint_every and final_step > start:
+            save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints, totals=totals)
+    finally:
+        bar.close()
+    return state, recorder.history
+
+
+def _resume(
+    state: TrainState,
+    batches: Iterable[Mapping[str, Any]],
+    checkpoint_dir: str | os.PathLike | None,
+    totals: RunningTotals | None,
+    num_steps: int,
+) -> tuple[TrainState, int, Iterator[Mapping[str, Any]]]:
+    """The state to start from (the latest checkpoint in ``checkpoint_dir`` if any), its step, and an iterator
+    over ``batches`` past the ones that step already consumed."""
     if checkpoint_dir is not None:
         restored = restore_checkpoint(checkpoint_dir, state, totals)
         if restored is not None:
@@ -239,56 +279,38 @@ def train_loop(
     start = int(jax.device_get(state.step))
     if start:
         logger.info("resuming at step %d of %d", start, num_steps)
-
     iterator = iter(batches)
     skipped = sum(1 for _ in itertools.islice(iterator, start))
     if skipped < start:
         logger.warning("the batches ran out while skipping the %d already-trained steps", start)
+    return state, start, iterator
 
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", disable=jax.process_index() != 0)
-    examples_seen, started_at = 0, time.perf_counter()
-    pending: tuple[int, dict[str, jax.Array]] | None = None
 
-    def record(step_number: int, metrics: dict[str, jax.Array]) -> None:
+class _StepRecorder:
+    """Turns each step's device metrics into a host dict (history, running totals, the progress bar's postfix).
+
+    ``examples_seen`` is advanced by the loop as batches are fed; examples/s is measured from construction.
+    """
+
+    def __init__(self, bar: Any, lr_fn: Callable[[int], float] | None, totals: RunningTotals | None):
+        self.bar, self.lr_fn, self.totals = bar, lr_fn, totals
+        self.history: list[dict[str, float]] = []
+        self.examples_seen = 0
+        self.started_at = time.perf_counter()
+
+    def record(self, step_number: int, metrics: dict[str, jax.Array]) -> None:
         values = {name: float(value) for name, value in jax.device_get(metrics).items()}
-        if totals is not None:
-            totals.add(values)
+        if self.totals is not None:
+            self.totals.add(values)
         values["step"] = step_number
-        if lr_fn is not None:
-            values["lr"] = float(lr_fn(step_number - 1))
-        elapsed = time.perf_counter() - started_at
-        values["examples_per_sec"] = examples_seen / elapsed if elapsed > 0 else math.nan
-        history.append(values)
+        if self.lr_fn is not None:
+            values["lr"] = float(self.lr_fn(step_number - 1))
+        elapsed = time.perf_counter() - self.started_at
+        values["examples_per_sec"] = self.examples_seen / elapsed if elapsed > 0 else math.nan
+        self.history.append(values)
         postfix = {"loss": f"{values['loss']:.4f}", "ex/s": f"{values['examples_per_sec']:.1f}"}
         if "lr" in values:
             postfix["lr"] = f"{values['lr']:.3g}"
         if values.get("skipped"):
             postfix["skipped"] = "overflow"
-        bar.set_postfix(postfix, refresh=False)
-
-    try:
-        for step_number in range(start + 1, num_steps + 1):
-            batch = next(iterator, None)
-            if batch is None:
-                logger.warning("the batches ran out after step %d of %d", step_number - 1, num_steps)
-                break
-            examples_seen += _batch_rows(batch)
-            state, metrics = step(state, context.shard_batch(host_share(batch)))
-            # Reading a step's metrics waits for it; read the previous one's so the next step is already queued.
-            if pending is not None:
-                record(*pending)
-            pending = (step_number, metrics)
-            bar.update(1)
-            if checkpoint_every and step_number % checkpoint_every == 0:
-                record(*pending)  # the totals saved with step N must include step N
-                pending = None
-                save_checkpoint(checkpoint_dir, state, step_number, keep=keep_checkpoints, totals=totals)
-        if pending is not None:
-            record(*pending)
-        final_step = int(jax.device_get(state.step))
-        if checkpoint_every and final_step % checkpoint_every and final_step > start:
-            save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints, totals=totals)
-    finally:
-        bar.close()
-    return state, history
+        self.bar.set_postfix(postfix, refresh=False)

@@ -44,6 +44,7 @@ logger = logging.getLogger("jaxformers")
 Batch = Mapping[str, Any]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], jax.Array]
 PredictFn = Callable[[nnx.Module, Batch], Any]
+GradFn = Callable[[Any, Batch, jax.Array, jax.Array], tuple[Any, jax.Array]]
 
 
 @struct.dataclass
@@ -120,21 +121,11 @@ def create_train_state(
     params = cast_floating(params, jnp.float32)
 
     offload = bool(optimize_on_cpu) and _check_offload(mesh)
-    param_shardings = tree_shardings(params, mesh, fsdp, rules=rules)
-    opt_shapes = jax.eval_shape(tx.init, params)
-    opt_shardings = tree_shardings(opt_shapes, mesh, fsdp, memory_kind="pinned_host" if offload else None,
-                                   rules=rules)
     loss_scale = init_loss_scale(precision)
-    shardings = TrainState(
-        step=replicated(mesh),
-        params=param_shardings,
-        opt_state=opt_shardings,
-        rng=replicated(mesh),
-        loss_scale=None if loss_scale is None else jax.tree.map(lambda _: replicated(mesh), loss_scale),
-    )
+    shardings = _state_shardings(params, tx, loss_scale, mesh, fsdp=fsdp, offload=offload, rules=rules)
     # A copy: the step donates the state's buffers, which must not be the model's own arrays.
-    params = jax.device_put(params, param_shardings, may_alias=False)
-    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+    params = jax.device_put(params, shardings.params, may_alias=False)
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
     state = TrainState(
         step=jax.device_put(jnp.zeros([], jnp.int32), shardings.step),
         params=params,
@@ -153,6 +144,29 @@ def create_train_state(
         offload_optimizer=offload,
     )
     return context, state
+
+
+def _state_shardings(
+    params: Any,
+    tx: optax.GradientTransformation,
+    loss_scale: LossScaleState | None,
+    mesh: Mesh,
+    *,
+    fsdp: bool,
+    offload: bool,
+    rules: Rules | None,
+) -> TrainState:
+    """Where each leaf of the train state lives: parameters by their logical axes, optimizer moments like their
+    parameter (in pinned host memory when ``offload``), the step counter, PRNG key and loss scale replicated."""
+    opt_shapes = jax.eval_shape(tx.init, params)
+    return TrainState(
+        step=replicated(mesh),
+        params=tree_shardings(params, mesh, fsdp, rules=rules),
+        opt_state=tree_shardings(opt_shapes, mesh, fsdp, memory_kind="pinned_host" if offload else None,
+                                 rules=rules),
+        rng=replicated(mesh),
+        loss_scale=None if loss_scale is None else jax.tree.map(lambda _: replicated(mesh), loss_scale),
+    )
 
 
 def _check_offload(mesh: Mesh) -> bool:
@@ -220,70 +234,21 @@ def make_train_step(
     precision = _resolve_precision(context, precision)
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps={grad_accum_steps}: must be >= 1")
-    compute_dtype = precision.dtype
-    param_shardings = context.state_shardings.params
-    opt_shardings = context.state_shardings.opt_state
-    device_opt_shardings = jax.tree.map(lambda s: s.with_memory_kind("device"), opt_shardings)
-
-    def scaled_loss(params: Any, batch: Batch, rng: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
-        model = nnx.merge(context.train_graphdef, cast_floating(params, compute_dtype), context.rest)
-        with activation_layout(context.mesh):  # tensor-parallel activations stay split (trace time only)
-            loss = jnp.asarray(loss_fn(model, batch, rng)).astype(jnp.float32)
-        if loss.ndim:
-            raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape}")
-        return loss * scale, loss
-
-    grad_fn = jax.grad(scaled_loss, has_aux=True)
-
-    def gradients(params: Any, batch: Batch, rng: jax.Array, scale: jax.Array) -> tuple[Any, jax.Array]:
-        if grad_accum_steps == 1:
-            return grad_fn(params, batch, rng, scale)
-        micro_batches = {name: _split_micro_batches(value, grad_accum_steps, name) for name, value in batch.items()}
-
-        def accumulate(carry, inputs):
-            grad_sum, loss_sum = carry
-            micro_batch, index = inputs
-            grads, loss = grad_fn(params, micro_batch, jax.random.fold_in(rng, index), scale)
-            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-            return (jax.lax.with_sharding_constraint(grad_sum, param_shardings), loss_sum + loss), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (grad_sum, loss_sum), _ = jax.lax.scan(
-            accumulate, (zeros, jnp.zeros([], jnp.float32)), (micro_batches, jnp.arange(grad_accum_steps))
-        )
-        return jax.tree.map(lambda g: g / grad_accum_steps, grad_sum), loss_sum / grad_accum_steps
+    gradients = _gradient_fn(context, loss_fn, precision.dtype, grad_accum_steps)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
         scale = state.loss_scale.scale if state.loss_scale is not None else jnp.ones([], jnp.float32)
         grads, loss = gradients(state.params, batch, rng, scale)
         # Gradients take the parameters' layout: under FSDP this makes the reduction a reduce-scatter.
-        grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+        grads = jax.lax.with_sharding_constraint(grads, context.state_shardings.params)
         if state.loss_scale is not None:
             grads = jax.tree.map(lambda g: g / scale, grads)
             finite = all_finite(grads)
         else:
             finite = jnp.asarray(True)
         grad_norm = optax.global_norm(grads)
-
-        opt_state = state.opt_state
-        if context.offload_optimizer:
-            opt_state = jax.device_put(opt_state, device_opt_shardings)
-        updates, new_opt_state = tx.update(grads, opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        if state.loss_scale is not None:
-            # An overflowing fp16 step changes nothing but the scale.
-            keep_old = lambda new, old: jnp.where(finite, new, old)
-            new_params = jax.tree.map(keep_old, new_params, state.params)
-            new_opt_state = jax.tree.map(keep_old, new_opt_state, opt_state)
-        if context.offload_optimizer:
-            new_opt_state = jax.device_put(new_opt_state, opt_shardings)
-        new_loss_scale = (
-            None if state.loss_scale is None else update_loss_scale(precision, state.loss_scale, finite)
-        )
-        new_state = state.replace(
-            step=state.step + 1, params=new_params, opt_state=new_opt_state, loss_scale=new_loss_scale
-        )
+        new_state = _apply_gradients(context, tx, precision, state, grads, finite)
         metrics = {
             "loss": loss,
             "grad_norm": grad_norm,
@@ -299,6 +264,81 @@ def make_train_step(
         donate_argnums=(0,) if donate else (),
     )
     return _ShardingCall(jitted, context)
+
+
+def _gradient_fn(context: TrainContext, loss_fn: LossFn, compute_dtype: Any, grad_accum_steps: int) -> GradFn:
+    """``(params, batch, rng, scale) -> (grads of scale * loss, loss)``, traced inside the train step.
+
+    The model is rebuilt from the float32 master weights cast to ``compute_dtype``, so gradients come back in
+    float32 (the cast's transpose). With ``grad_accum_steps > 1`` they are averaged over micro-batches.
+    """
+
+    def scaled_loss(params: Any, batch: Batch, rng: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+        model = nnx.merge(context.train_graphdef, cast_floating(params, compute_dtype), context.rest)
+        with activation_layout(context.mesh):  # tensor-parallel activations stay split (trace time only)
+            loss = jnp.asarray(loss_fn(model, batch, rng)).astype(jnp.float32)
+        if loss.ndim:
+            raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape}")
+        return loss * scale, loss
+
+    grad_fn = jax.grad(scaled_loss, has_aux=True)
+    if grad_accum_steps == 1:
+        return grad_fn
+    return _accumulated(grad_fn, grad_accum_steps, context.state_shardings.params)
+
+
+def _accumulated(grad_fn: GradFn, count: int, param_shardings: Any) -> GradFn:
+    """``grad_fn`` averaged over ``count`` strided micro-batches with one ``lax.scan`` (one traced body, so
+    the compile time does not grow with ``count``); micro-batch i draws dropout from ``fold_in(rng, i)``."""
+
+    def gradients(params: Any, batch: Batch, rng: jax.Array, scale: jax.Array) -> tuple[Any, jax.Array]:
+        micro_batches = {name: _split_micro_batches(value, count, name) for name, value in batch.items()}
+
+        def accumulate(carry, inputs):
+            grad_sum, loss_sum = carry
+            micro_batch, index = inputs
+            grads, loss = grad_fn(params, micro_batch, jax.random.fold_in(rng, index), scale)
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            # The running sum keeps the parameters' layout (sharded under FSDP) rather than being replicated.
+            return (jax.lax.with_sharding_constraint(grad_sum, param_shardings), loss_sum + loss), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grad_sum, loss_sum), _ = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros([], jnp.float32)), (micro_batches, jnp.arange(count))
+        )
+        return jax.tree.map(lambda g: g / count, grad_sum), loss_sum / count
+
+    return gradients
+
+
+def _apply_gradients(
+    context: TrainContext,
+    tx: optax.GradientTransformation,
+    precision: Precision,
+    state: TrainState,
+    grads: Any,
+    finite: jax.Array,
+) -> TrainState:
+    """One optimizer update of ``state`` with unscaled ``grads`` (traced inside the train step).
+
+    An offloaded optimizer state is brought to the device for the update and sent back after; an fp16 step
+    whose gradients are not ``finite`` keeps the old parameters and moments and only lowers the loss scale.
+    """
+    opt_shardings = context.state_shardings.opt_state
+    opt_state = state.opt_state
+    if context.offload_optimizer:
+        opt_state = jax.device_put(opt_state, jax.tree.map(lambda s: s.with_memory_kind("device"), opt_shardings))
+    updates, new_opt_state = tx.update(grads, opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    if state.loss_scale is not None:
+        # An overflowing fp16 step changes nothing but the scale.
+        keep_old = lambda new, old: jnp.where(finite, new, old)
+        new_params = jax.tree.map(keep_old, new_params, state.params)
+        new_opt_state = jax.tree.map(keep_old, new_opt_state, opt_state)
+    if context.offload_optimizer:
+        new_opt_state = jax.device_put(new_opt_state, opt_shardings)
+    new_loss_scale = None if state.loss_scale is None else update_loss_scale(precision, state.loss_scale, finite)
+    return state.replace(step=state.step + 1, params=new_params, opt_state=new_opt_state, loss_scale=new_loss_scale)
 
 
 def make_eval_step(context: TrainContext, predict_fn: PredictFn) -> Callable[[TrainState, Batch], Any]:
