@@ -463,7 +463,8 @@ def attention(
     Returns ``(context [batch, q_len, heads, head_dim], probs [batch, heads, q_len, kv_len] or None)``.
 
     Without dropout or returned probabilities this calls the platform's fused kernel
-    (``attention.fused_attention``). A head mask scales whole heads, so it commutes with the value product and is applied to the output.
+    (``attention.fused_attention``). A head mask scales whole heads, so it commutes with the value product and
+    is applied to the output.
     """
     use_dropout = dropout_rng is not None and dropout_rate > 0.0
     per_head = None if head_mask is None else head_mask.astype(query.dtype)[:, None]  # [heads, 1]

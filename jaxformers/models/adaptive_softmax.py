@@ -9,7 +9,7 @@ Attribute names follow the PyTorch state dict of pytorch-pretrained-bert 0.6.x (
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from ..layers import Array, ModuleFactory, check_ids_in_range, take_rows
+
 
 def cluster_bounds(config: Any) -> list[tuple[int, int]]:
     """``[(start, stop)]`` token-id range of every adaptive cluster (the head shortlist first)."""
@@ -26,8 +27,6 @@ def cluster_bounds(config: Any) -> list[tuple[int, int]]:
 
 def cluster_width(config: Any, index: int) -> int:
     return config.d_embed // (config.div_val ** index)
-
-
 
 
 # --------------------------------------------------------------------------------------------------- embedding
@@ -99,7 +98,6 @@ class AdaptiveEmbedding(nnx.Module):
         return embedded * jnp.asarray(self.scale, dtype)  # [..., d_model]
 
 
-
 # ------------------------------------------------------------------------------------------------ output layers
 
 
@@ -110,6 +108,14 @@ class OutputLayer(nnx.Module):
     def __init__(self, options: ModuleFactory, rows: int, width: int, tied: bool, width_axis: str = "proj"):
         self.weight = None if tied else options.param((rows, width), axes=("vocab", width_axis))
         self.bias = options.param((rows,), axes=("vocab",), init=("constant", 0.0))
+
+
+class Cluster(NamedTuple):
+    """One adaptive-softmax cluster's output layer (the head's rows include one per tail cluster)."""
+
+    weight: Array  # [rows, d_i]
+    bias: Array  # [rows]
+    projection: Array | None  # [d_model, d_i], or None (identity)
 
 
 class ProjectedAdaptiveLogSoftmax(nnx.Module):
@@ -175,9 +181,8 @@ class ProjectedAdaptiveLogSoftmax(nnx.Module):
                 tied[f"{prefix}out_projs.{index}"] = f"{embedding_prefix}emb_projs.{source}"
         return tied
 
-    def _clusters(self, embedding: AdaptiveEmbedding) -> list[tuple[Array, Array, Array | None]]:
-        """Per cluster ``(weight [rows, d_i], bias [rows], projection [d_model, d_i] or None)``; the head's rows
-        include one per tail cluster."""
+    def _clusters(self, embedding: AdaptiveEmbedding) -> list[Cluster]:
+        """Every cluster's output layer, the head first."""
         clusters = []
         for index, (start, stop) in enumerate(self.bounds):
             if self.div_val == 1:
@@ -198,7 +203,7 @@ class ProjectedAdaptiveLogSoftmax(nnx.Module):
                 projection = embedding.emb_projs[source][...]
             else:
                 projection = None
-            clusters.append((weight, bias, projection))
+            clusters.append(Cluster(weight, bias, projection))
         return clusters
 
     @staticmethod
@@ -295,6 +300,7 @@ def sample_logits(embed: Callable[[Array], Array], bias: Array, log_q: Array, ta
 
 __all__ = (
     "AdaptiveEmbedding",
+    "Cluster",
     "LogUniformSampler",
     "OutputLayer",
     "ProjectedAdaptiveLogSoftmax",

@@ -10,7 +10,7 @@ Dropout is off until ``model.train()``; training calls then need ``dropout_rng=j
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import jax.numpy as jnp
 from flax import nnx
@@ -100,21 +100,14 @@ class BertEmbeddings(nnx.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         position_ids = jnp.arange(seq_length)
-        embeddings = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(position_ids)
-            + self.token_type_embeddings(token_type_ids)
-        )  # [batch, seq, hidden]
+        embeddings = (self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+                      + self.token_type_embeddings(token_type_ids))  # [batch, seq, hidden]
         return dropout(self.LayerNorm(embeddings), self.dropout_rate, rng)
 
 
 class BertSelfAttention(nnx.Module):
     def __init__(self, options: ModuleFactory, keep_multihead_output: bool = False, pruned: set[int] = frozenset()):
-        config = options.config
-        if config.hidden_size % config.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
-            )
+        config = options.config  # BertConfig has checked that num_attention_heads divides hidden_size
         # Original indexes of the heads this layer still has (BERTology pruning removes some).
         self.kept_heads = tuple(h for h in range(config.num_attention_heads) if h not in pruned)
         self.num_attention_heads = len(self.kept_heads)
@@ -209,6 +202,11 @@ class BertLayer(nnx.Module):
         return out, probs  # [batch, seq, hidden], [batch, heads, seq, seq] or None
 
 
+class EncoderOutput(NamedTuple):
+    hidden_states: list[Array]  # every layer's [batch, seq, hidden] output, or only the last one's
+    attentions: list[Array]  # per layer [batch, heads, seq, seq]; empty unless output_attentions
+
+
 class BertEncoder(nnx.Module):
     """The layer stack (``layers.build_stack``): an ``nnx.List`` of layers, or with ``scan_layers`` one layer
     whose parameters have a leading ``[num_layers]`` axis, run by ``lax.scan``; ``remat`` recomputes each layer
@@ -228,7 +226,7 @@ class BertEncoder(nnx.Module):
                                  self.num_layers, scan=self.scan_layers)
 
     def __call__(self, hidden: Array, bias: Array | None, head_mask: Array | None, rng: Array | None,
-                 output_all_encoded_layers: bool, output_attentions: bool) -> tuple[list[Array], list[Array]]:
+                 output_all_encoded_layers: bool, output_attentions: bool) -> EncoderOutput:
         def body(layer, hidden, layer_head_mask, index):
             hidden, probs = layer(hidden, bias, layer_head_mask, fold_rng(rng, index), output_attentions)
             return hidden, (hidden if output_all_encoded_layers else None, probs)
@@ -237,7 +235,7 @@ class BertEncoder(nnx.Module):
         last, outputs = run_stack(self.layer, body, hidden, head_mask, scan=self.scan_layers, remat=self.remat,
                                   stack_outputs=False)
         all_hidden = [layer_hidden for layer_hidden, _ in outputs] if output_all_encoded_layers else [last]
-        return all_hidden, ([probs for _, probs in outputs] if output_attentions else [])
+        return EncoderOutput(all_hidden, [probs for _, probs in outputs] if output_attentions else [])
 
 
 class BertPooler(nnx.Module):
@@ -294,12 +292,6 @@ class BertPreTrainedModel(PreTrainedModel):
     legacy_config_names = ("bert_config.json",)
     tf_checkpoint_rules = "bert-tf"  # jaxformers/conversion/tables.py
 
-    def __init__(self, config: BertConfig, *, options: ModuleFactory | None = None, rngs: nnx.Rngs | None = None,
-                 seed: int = 0, dtype: Any = None, param_dtype: Any = jnp.float32):
-        """``options``: the factory an enclosing constructor passes down; ``rngs`` (or ``seed``), ``dtype`` and
-        ``param_dtype`` make a new one (see PreTrainedModel._factory)."""
-        self._check_config(config)
-
     @classmethod
     def _new_factory(cls, config: BertConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:
         return ModuleFactory(config, rngs, dtype, param_dtype, features=config.hidden_size,
@@ -324,7 +316,7 @@ class BertModel(BertPreTrainedModel):
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.embeddings = BertEmbeddings(options)
         self.encoder = BertEncoder(options, keep_multihead_output)
@@ -342,12 +334,12 @@ class BertModel(BertPreTrainedModel):
         head_mask = normalize_head_mask(head_mask, self.config.num_hidden_layers, self.config.num_attention_heads)
         hidden = self.embeddings(input_ids, None if token_type_ids is None else jnp.asarray(token_type_ids),
                                  fold_rng(rng, 0))
-        encoded, attentions = self.encoder(hidden, bias, head_mask, fold_rng(rng, 1),
-                                           output_all_encoded_layers, self.output_attentions)
-        pooled = self.pooler(encoded[-1])
-        encoded_layers = encoded if output_all_encoded_layers else encoded[-1]
+        encoded = self.encoder(hidden, bias, head_mask, fold_rng(rng, 1), output_all_encoded_layers,
+                               self.output_attentions)
+        pooled = self.pooler(encoded.hidden_states[-1])
+        encoded_layers = encoded.hidden_states if output_all_encoded_layers else encoded.hidden_states[-1]
         if self.output_attentions:
-            return attentions, encoded_layers, pooled
+            return encoded.attentions, encoded_layers, pooled
         return encoded_layers, pooled
 
     def prune_heads(self, heads_to_prune: dict[int, Sequence[int]]) -> None:
@@ -388,23 +380,34 @@ class BertModel(BertPreTrainedModel):
 UNUSED_POOLER = (r"^bert\.pooler\.",)
 
 
+class HeadInputs(NamedTuple):
+    """What a head model reads from ``BertModel``'s 0.6.x output tuple (``_encode``)."""
+
+    attentions: list[Array] | None  # per layer [batch, heads, seq, seq]; None unless output_attentions
+    sequence: Array  # [batch, seq, hidden], the last layer's
+    pooled: Array  # [batch, hidden]
+    rng: Array | None  # the head's dropout key (None in evaluation)
+
+
 class _BertWithBase(BertPreTrainedModel):
     """Head models: ``self.bert`` plus task layers; hidden dropout before classifiers as in the reference."""
 
     def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
                  **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.bert = BertModel(config, output_attentions, keep_multihead_output, options=options)
 
-    def _encode(self, input_ids, token_type_ids, attention_mask, head_mask, dropout_rng, all_layers=False):
+    def _encode(self, input_ids, token_type_ids, attention_mask, head_mask, dropout_rng) -> HeadInputs:
         rng = self._dropout_key(dropout_rng)
-        outputs = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=all_layers,
+        outputs = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False,
                             head_mask=head_mask, dropout_rng=fold_rng(rng, 0))
         attentions = outputs[0] if self.output_attentions else None
-        sequence, pooled = outputs[-2], outputs[-1]
-        return attentions, sequence, pooled, fold_rng(rng, 1)
+        return HeadInputs(attentions, outputs[-2], outputs[-1], fold_rng(rng, 1))
+
+    def _classify(self, features: Array, rng: Array | None) -> Array:
+        return self.classifier(dropout(features, self.config.hidden_dropout_prob, rng))
 
     def _outputs(self, attentions, *outputs):
         if self.output_attentions:
@@ -419,118 +422,109 @@ class _BertWithBase(BertPreTrainedModel):
         self.config = self.bert.config  # the base model made a new config with the pruned heads
 
 
-class BertForPreTraining(_BertWithBase):
+class _BertWithHeads(_BertWithBase):
+    """``self.bert`` plus ``cls``, the pre-training heads the class names (masked LM, next sentence, or both)."""
+
+    masked_lm_head: ClassVar[bool] = True
+    next_sentence_head: ClassVar[bool] = True
+
+    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
+                 **kwargs: Any):
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
+        self.cls = BertHeads(options, masked_lm=self.masked_lm_head, next_sentence=self.next_sentence_head)
+
+
+class BertForPreTraining(_BertWithHeads):
     """Masked-LM and next-sentence heads. With both label sets returns the summed loss, else
     ``(prediction_scores [batch, seq, vocab], seq_relationship_score [batch, 2])``."""
 
     tied_torch_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
-    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
-                 **kwargs: Any):
-        options = self._factory(config, **kwargs)
-        super().__init__(config, output_attentions, keep_multihead_output, options=options)
-        self.cls = BertHeads(options, masked_lm=True, next_sentence=True)
-
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
                  next_sentence_label=None, head_mask=None, *, dropout_rng=None):
-        attentions, sequence, pooled, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask,
-                                                       dropout_rng)
-        prediction_scores = self.cls.predictions(sequence, self.bert.embeddings.word_embeddings)
-        seq_relationship_score = self.cls.seq_relationship(pooled)
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        prediction_scores = self.cls.predictions(base.sequence, self.bert.embeddings.word_embeddings)
+        seq_relationship_score = self.cls.seq_relationship(base.pooled)
         if masked_lm_labels is not None and next_sentence_label is not None:
             return (cross_entropy(prediction_scores, jnp.asarray(masked_lm_labels), ignore_index=-1)
                     + cross_entropy(seq_relationship_score, jnp.asarray(next_sentence_label), ignore_index=-1))
-        return self._outputs(attentions, prediction_scores, seq_relationship_score)
+        return self._outputs(base.attentions, prediction_scores, seq_relationship_score)
 
 
-class BertForMaskedLM(_BertWithBase):
+class BertForMaskedLM(_BertWithHeads):
     """Masked-LM head; loss ignores label -1. Returns ``prediction_scores [batch, seq, vocab]`` or the loss."""
 
     tied_torch_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
     unused_torch_keys = UNUSED_POOLER
-
-    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
-                 **kwargs: Any):
-        options = self._factory(config, **kwargs)
-        super().__init__(config, output_attentions, keep_multihead_output, options=options)
-        self.cls = BertHeads(options, masked_lm=True, next_sentence=False)
+    next_sentence_head = False
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None, head_mask=None,
                  *, dropout_rng=None):
-        attentions, sequence, _, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
-        prediction_scores = self.cls.predictions(sequence, self.bert.embeddings.word_embeddings)
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        prediction_scores = self.cls.predictions(base.sequence, self.bert.embeddings.word_embeddings)
         if masked_lm_labels is not None:
             return cross_entropy(prediction_scores, jnp.asarray(masked_lm_labels), ignore_index=-1)
-        return self._outputs(attentions, prediction_scores)
+        return self._outputs(base.attentions, prediction_scores)
 
 
-class BertForNextSentencePrediction(_BertWithBase):
+class BertForNextSentencePrediction(_BertWithHeads):
     """Next-sentence head: ``seq_relationship_score [batch, 2]`` or the loss (ignore index -1)."""
 
-    def __init__(self, config: BertConfig, output_attentions: bool = False, keep_multihead_output: bool = False,
-                 **kwargs: Any):
-        options = self._factory(config, **kwargs)
-        super().__init__(config, output_attentions, keep_multihead_output, options=options)
-        self.cls = BertHeads(options, masked_lm=False, next_sentence=True)
+    masked_lm_head = False
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None,
                  head_mask=None, *, dropout_rng=None):
-        attentions, _, pooled, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
-        seq_relationship_score = self.cls.seq_relationship(pooled)
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        seq_relationship_score = self.cls.seq_relationship(base.pooled)
         if next_sentence_label is not None:
             return cross_entropy(seq_relationship_score, jnp.asarray(next_sentence_label), ignore_index=-1)
-        return self._outputs(attentions, seq_relationship_score)
+        return self._outputs(base.attentions, seq_relationship_score)
 
 
 class _BertClassifier(_BertWithBase):
-    """Dropout + linear classifier over the pooled or per-token output."""
+    """Dropout + linear classifier (``num_labels`` outputs) over the pooled or per-token output."""
 
-    def __init__(self, config: BertConfig, num_outputs: int, output_attentions: bool = False,
+    def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
                  keep_multihead_output: bool = False, **kwargs: Any):
         options = self._factory(config, **kwargs)
         super().__init__(config, output_attentions, keep_multihead_output, options=options)
-        self.classifier = options.linear(config.hidden_size, num_outputs, axes=("embed", "classes"))
-
-    def _classify(self, features: Array, rng: Array | None) -> Array:
-        return self.classifier(dropout(features, self.config.hidden_dropout_prob, rng))
+        self.num_labels = num_labels
+        self.classifier = options.linear(config.hidden_size, num_labels, axes=("embed", "classes"))
 
 
 class BertForSequenceClassification(_BertClassifier):
     """``logits [batch, num_labels]`` from the pooled output, or the cross-entropy loss given ``labels``."""
 
-    def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
-                 keep_multihead_output: bool = False, **kwargs: Any):
-        self.num_labels = num_labels
-        super().__init__(config, num_labels, output_attentions, keep_multihead_output, **kwargs)
-
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
                  dropout_rng=None):
-        attentions, _, pooled, rng = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
-        logits = self._classify(pooled, rng)
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        logits = self._classify(base.pooled, base.rng)
         if labels is not None:
             return cross_entropy(logits.reshape(-1, self.num_labels), jnp.asarray(labels).reshape(-1))
-        return self._outputs(attentions, logits)
+        return self._outputs(base.attentions, logits)
 
 
-class BertForMultipleChoice(_BertClassifier):
+class BertForMultipleChoice(_BertWithBase):
     """Inputs ``[batch, num_choices, seq]``; ``logits [batch, num_choices]`` or the loss given ``labels``."""
 
     def __init__(self, config: BertConfig, num_choices: int = 2, output_attentions: bool = False,
                  keep_multihead_output: bool = False, **kwargs: Any):
+        options = self._factory(config, **kwargs)
+        super().__init__(config, output_attentions, keep_multihead_output, options=options)
         self.num_choices = num_choices
-        super().__init__(config, 1, output_attentions, keep_multihead_output, **kwargs)
+        self.classifier = options.linear(config.hidden_size, 1, axes=("embed", "classes"))  # one logit per choice
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
                  dropout_rng=None):
         def flat(x):
             return None if x is None else jnp.asarray(x).reshape(-1, jnp.shape(x)[-1])
 
-        attentions, _, pooled, rng = self._encode(flat(input_ids), flat(token_type_ids), flat(attention_mask),
-                                                  head_mask, dropout_rng)
-        logits = self._classify(pooled, rng).reshape(-1, self.num_choices)
+        base = self._encode(flat(input_ids), flat(token_type_ids), flat(attention_mask), head_mask, dropout_rng)
+        logits = self._classify(base.pooled, base.rng).reshape(-1, self.num_choices)
         if labels is not None:
             return cross_entropy(logits, jnp.asarray(labels).reshape(-1))
-        return self._outputs(attentions, logits)
+        return self._outputs(base.attentions, logits)
 
 
 class BertForTokenClassification(_BertClassifier):
@@ -538,22 +532,16 @@ class BertForTokenClassification(_BertClassifier):
 
     unused_torch_keys = UNUSED_POOLER
 
-    def __init__(self, config: BertConfig, num_labels: int = 2, output_attentions: bool = False,
-                 keep_multihead_output: bool = False, **kwargs: Any):
-        self.num_labels = num_labels
-        super().__init__(config, num_labels, output_attentions, keep_multihead_output, **kwargs)
-
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, labels=None, head_mask=None, *,
                  dropout_rng=None):
-        attentions, sequence, _, rng = self._encode(input_ids, token_type_ids, attention_mask, head_mask,
-                                                    dropout_rng)
-        logits = self._classify(sequence, rng)
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        logits = self._classify(base.sequence, base.rng)
         if labels is not None:
             labels = jnp.asarray(labels)
             if attention_mask is not None:
                 labels = jnp.where(jnp.asarray(attention_mask) == 1, labels, -100)
             return cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1), ignore_index=-100)
-        return self._outputs(attentions, logits)
+        return self._outputs(base.attentions, logits)
 
 
 class BertForQuestionAnswering(_BertWithBase):
@@ -572,8 +560,8 @@ class BertForQuestionAnswering(_BertWithBase):
 
     def __call__(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None,
                  end_positions=None, head_mask=None, *, dropout_rng=None):
-        attentions, sequence, _, _ = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
-        logits = self.qa_outputs(sequence)  # [batch, seq, 2]
+        base = self._encode(input_ids, token_type_ids, attention_mask, head_mask, dropout_rng)
+        logits = self.qa_outputs(base.sequence)  # [batch, seq, 2]
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         if start_positions is not None and end_positions is not None:
             ignored = start_logits.shape[1]
@@ -585,7 +573,7 @@ class BertForQuestionAnswering(_BertWithBase):
             start_loss = cross_entropy(start_logits, positions(start_positions), ignore_index=ignored)
             end_loss = cross_entropy(end_logits, positions(end_positions), ignore_index=ignored)
             return (start_loss + end_loss) / 2
-        return self._outputs(attentions, start_logits, end_logits)
+        return self._outputs(base.attentions, start_logits, end_logits)
 
 
 __all__: Sequence[str] = (

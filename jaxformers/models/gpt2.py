@@ -131,7 +131,7 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.wte = options.embedding(config.vocab_size, axes=("vocab", "embed"))
         self.wpe = options.embedding(config.n_positions, axes=("position", "embed"))
@@ -201,7 +201,7 @@ class _GPT2WithTransformer(GPT2PreTrainedModel):
 
     def __init__(self, config: GPT2Config, output_attentions: bool = False, **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.transformer = GPT2Model(config, output_attentions, options=options)
 

@@ -62,9 +62,7 @@ class GPTAttention(nnx.Module):
     """Causal self-attention with a fused ``c_attn`` projection (query, key, value) and ``c_proj`` output."""
 
     def __init__(self, options: ModuleFactory):
-        config = options.config
-        if config.n_embd % config.n_head:
-            raise ValueError(f"n_embd {config.n_embd} is not a multiple of n_head {config.n_head}")
+        config = options.config  # both GPT configs have checked that n_head divides n_embd
         self.n_head = config.n_head
         # c_attn's fused [q | k | v] columns are split over "model" ("qkv"); c_proj is row-split ("heads").
         self.c_attn = options.conv1d(config.n_embd, 3 * config.n_embd, axes=("embed", "qkv"))
@@ -322,7 +320,8 @@ def reshape_attentions(attentions: list[Array], input_shape: tuple[int, ...]) ->
 
 
 class GPTPreTrainedBase(PreTrainedModel):
-    """Loading, dropout mode and the causal-mask buffers PyTorch keeps in GPT state dicts."""
+    """What GPT and GPT-2 declare alike (key prefix, legacy names, buffers), their parameter factory, the base
+    models' forward pass (``_run_transformer``) and the causal-mask buffers PyTorch keeps in GPT state dicts."""
 
     base_model_prefix = "transformer"
     # Original OpenAI names (.g/.b/.w) in early PyTorch dumps.
@@ -330,12 +329,6 @@ class GPTPreTrainedBase(PreTrainedModel):
     # The causal mask buffer h.N.attn.bias (and later versions' masked_bias / position_ids) are not parameters.
     buffer_key_patterns = (r"(^|\.)attn\.(bias|masked_bias)$", r"(^|\.)position_ids$")
     pre_layer_norm: ClassVar[bool] = True
-
-    def __init__(self, config: PretrainedConfig, *, options: ModuleFactory | None = None, rngs: nnx.Rngs | None = None,
-                 seed: int = 0, dtype: Any = None, param_dtype: Any = jnp.float32):
-        """``options``: the factory an enclosing constructor passes down; ``rngs`` (or ``seed``), ``dtype`` and
-        ``param_dtype`` make a new one (see PreTrainedModel._factory)."""
-        self._check_config(config)
 
     @classmethod
     def _new_factory(cls, config: PretrainedConfig, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> ModuleFactory:

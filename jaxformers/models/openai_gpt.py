@@ -148,7 +148,7 @@ class OpenAIGPTModel(OpenAIGPTPreTrainedModel):
 
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.tokens_embed = options.embedding(config.total_tokens_embeddings, axes=("vocab", "embed"))
         self.positions_embed = options.embedding(config.n_positions, axes=("position", "embed"))
@@ -168,7 +168,7 @@ class _OpenAIGPTWithTransformer(OpenAIGPTPreTrainedModel):
 
     def __init__(self, config: OpenAIGPTConfig, output_attentions: bool = False, **kwargs: Any):
         options = self._factory(config, **kwargs)
-        super().__init__(config, options=options)
+        self._check_config(config)
         self.output_attentions = output_attentions
         self.transformer = OpenAIGPTModel(config, output_attentions, options=options)
 
