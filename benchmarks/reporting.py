@@ -89,28 +89,40 @@ def _check_target(name: str, result: dict) -> dict | None:
     return {"metric": metric, "target": f"{relation} {bound:g}", "measured": value, "met": met}
 
 
+def _main_cell(name: str, figures: dict | None) -> str:
+    """One side's headline figure, or "-" when it was not measured (a partial or failed workload)."""
+    figures = figures or {}
+    try:
+        if name == "gpt2_decode":
+            return f"{figures['tokens_per_s']:,.0f} tok/s"
+        if name == "bert_base_infer":
+            return f"{figures['sequences_per_s']:,.0f} seq/s"
+        if name.startswith("first_step"):
+            return f"{figures['first_step_s']:.2f} s"
+        if "tflops" not in figures:  # timed, but the workload stopped before its FLOP rate was worked out
+            return f"{figures['ms_per_step']:.2f} ms"
+        return f"{figures['ms_per_step']:.2f} ms ({figures['tflops']:.3g} TFLOP/s)"
+    except KeyError:
+        return "-"
+
+
 def markdown_table(results: dict) -> str:
-    """The issue's table rows from a results dict (jaxformers, reference, time ratio)."""
+    """The issue's table rows from a results dict (jaxformers, reference, time ratio). A workload that stopped
+    early (``partial``) or failed shows what it measured and, in the last column, where it stopped."""
     rows = ["| workload | jaxformers | torch 0.6.2 reference | jaxformers time / torch time |", "|---|---|---|---|"]
     scaling = None
     for name, result in results.items():
-        if "error" in result:
-            rows.append(f"| {name} | error: {result['error'][:80]} | | |")
-            continue
-        if name == "train_scaling":
+        if name == "train_scaling" and "error" not in result and not result.get("partial"):
             scaling = result
             continue
-        ours, theirs = result["jaxformers"], result["torch"]
-        if name == "gpt2_decode":
-            cells = [f"{ours['tokens_per_s']:,.0f} tok/s", f"{theirs['tokens_per_s']:,.0f} tok/s"]
-        elif name == "bert_base_infer":
-            cells = [f"{ours['sequences_per_s']:,.0f} seq/s", f"{theirs['sequences_per_s']:,.0f} seq/s"]
-        elif name.startswith("first_step"):
-            cells = [f"{ours['first_step_s']:.2f} s", f"{theirs['first_step_s']:.2f} s"]
+        cells = [_main_cell(name, result.get("jaxformers")), _main_cell(name, result.get("torch"))]
+        if "error" in result:
+            last = f"error: {result['error'][:80]}"
+        elif result.get("partial"):
+            last = f"partial: stopped at {result.get('stage')!r} after {result.get('elapsed_s', '?')} s"
         else:
-            cells = [f"{ours['ms_per_step']:.2f} ms ({ours['tflops']:.3g} TFLOP/s)",
-                     f"{theirs['ms_per_step']:.2f} ms ({theirs['tflops']:.3g} TFLOP/s)"]
-        rows.append(f"| {name} | {cells[0]} | {cells[1]} | {result['time_ratio']:.2f} |")
+            last = f"{result['time_ratio']:.2f}"
+        rows.append(f"| {name} | {cells[0]} | {cells[1]} | {last} |")
     if scaling is not None:
         rows += ["", "Train step, ms: jaxformers / torch (time ratio)", "",
                  "| batch \\ seq | " + " | ".join(str(seq) for seq in scaling["config"]["seqs"]) + " |",

@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from gpu_harness import GpuOptions
+PROCESS_STARTED = time.time()  # before the imports below: a worker's progress lines count its start-up too
+
+from gpu_harness import GpuOptions, Progress, write_entry
 from reporting import RESULTS, _check_target, gpu_meta, markdown_table, write_gpu_results
 from workloads_cpu import cpu_suite
 from workloads_gpu import GPU_WORKLOADS, run_gpu_workload
@@ -43,27 +45,51 @@ def _select(only: list[str] | None) -> list[str]:
     return chosen
 
 
-def run_worker(name: str, options: GpuOptions, result_path: str) -> None:
-    """Subprocess entry: run one workload and write ``{"meta", "result"}`` to ``result_path``."""
-    result = run_gpu_workload(name, options)
-    Path(result_path).write_text(json.dumps({"meta": gpu_meta(options), "result": result}))
+def run_worker(name: str, options: GpuOptions, result_path: str, progress_path: str | None,
+               deadline: float | None) -> None:
+    """Subprocess entry: run one workload and write ``{"meta", "result"}`` to ``result_path``. With
+    ``progress_path`` (the suite's JSON) its entry there is rewritten after every stage, so a kill leaves the
+    figures measured so far; ``deadline`` (epoch seconds) caps the measurement loops."""
+    meta = gpu_meta(options)  # imports jax and torch and initialises both devices' runtimes
+    progress = Progress(name, progress_path, deadline, meta, started=PROCESS_STARTED)
+    result = run_gpu_workload(name, options, progress)
+    Path(result_path).write_text(json.dumps({"meta": meta, "result": result}))
 
 
-def gpu_suite(names: list[str], options: GpuOptions, isolate: bool, worker_args: list[str]) -> tuple[dict, dict]:
+def _partial_entry(output: Path | None, name: str) -> dict:
+    """What a failed workload's worker had recorded (figures of the side that finished, the stage it died in)."""
+    try:
+        return dict(json.loads(output.read_text())["results"][name]) if output is not None else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def gpu_suite(names: list[str], options: GpuOptions, isolate: bool, worker_args: list[str],
+              output: Path | None = None, budget_s: float | None = None) -> tuple[dict, dict]:
     """Run the workloads (each in a fresh interpreter unless ``isolate`` is False); a failing one is recorded
-    as ``{"error": ...}`` and the others still run."""
+    as ``{"error": ...}`` and the others still run. With ``output``, every workload's entry there is kept up to
+    date while it runs (``"partial": true`` and its stage until it ends), so a run killed from outside leaves
+    what it measured. ``budget_s`` is each workload's time budget (its measurement loops shrink to fit)."""
     import tempfile
 
+    if output is not None:
+        for name in names:
+            write_entry(output, name, {"partial": True, "stage": "not started"})
     results, meta = {}, None
     for name in names:
-        print(f"== {name}", flush=True)
+        print(f"== {name} ({time.strftime('%H:%M:%S')})", flush=True)
         started = time.perf_counter()
+        deadline = None if budget_s is None else time.time() + budget_s
         try:
             if isolate:
                 with tempfile.TemporaryDirectory() as scratch:
                     path = os.path.join(scratch, "result.json")
                     command = [sys.executable, str(Path(__file__).resolve()), "--suite", "gpu", *worker_args,
                                "--_worker", name, "--_result", path]
+                    if output is not None:
+                        command += ["--_progress", str(output)]
+                    if deadline is not None:
+                        command += ["--_deadline", str(deadline)]
                     completed = subprocess.run(command, text=True, stdout=sys.stdout, stderr=subprocess.PIPE,
                                                check=False)
                     if completed.returncode != 0 or not os.path.exists(path):
@@ -74,16 +100,18 @@ def gpu_suite(names: list[str], options: GpuOptions, isolate: bool, worker_args:
                 meta = meta or payload["meta"]
                 result = payload["result"]
             else:
-                result = run_gpu_workload(name, options)
                 meta = meta or gpu_meta(options)
+                result = run_gpu_workload(name, options, Progress(name, output and str(output), deadline, meta))
         except Exception as error:  # noqa: BLE001 - recorded, so one broken workload does not hide the others' figures
-            result = {"error": f"{type(error).__name__}: {error}"}
+            result = {**_partial_entry(output, name), "error": f"{type(error).__name__}: {error}"}
         result["wall_s"] = round(time.perf_counter() - started, 1)
         if not options.tiny:
             target = _check_target(name, result)
             if target:
                 result["target"] = target
         results[name] = result
+        if output is not None:
+            write_entry(output, name, result, meta)
         print(name, json.dumps(result), flush=True)
     return results, meta or {"date": time.strftime("%Y-%m-%d")}
 
@@ -104,15 +132,22 @@ def main() -> None:
                      help="jaxformers optimizer (torch always uses AdamW)")
     gpu.add_argument("--no_isolate", action="store_true",
                      help="run every workload in this process (peak memory and first steps then mix workloads)")
-    gpu.add_argument("--output", help="JSON path (default benchmarks/results/gpu[-tiny]-<date>.json)")
+    gpu.add_argument("--output", help="JSON path (default benchmarks/results/gpu[-tiny]-<date>.json); kept up to "
+                                      "date while the workloads run, so a killed run leaves partial results")
+    gpu.add_argument("--budget_s", type=float, default=None,
+                     help="time budget of each workload, seconds: its measurement loops stop early to fit "
+                          "(default: none, every repeat runs)")
     gpu.add_argument("--_worker", help=argparse.SUPPRESS)
     gpu.add_argument("--_result", help=argparse.SUPPRESS)
+    gpu.add_argument("--_progress", help=argparse.SUPPRESS)
+    gpu.add_argument("--_deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.suite == "cpu":
         gpu_only = [flag for flag, used in (
             ("--tiny", args.tiny), ("--scan_layers", args.scan_layers), ("--output", args.output),
             ("--no_isolate", args.no_isolate), ("--warmup", args.warmup is not None),
+            ("--budget_s", args.budget_s is not None),
             ("--precision", args.precision != "auto"), ("--optimizer", args.optimizer != "adamw")) if used]
         if gpu_only:
             parser.error(f"not used by --suite cpu (gpu suite only): {', '.join(gpu_only)}")
@@ -154,14 +189,17 @@ def gpu_main(args: argparse.Namespace) -> None:
     options = GpuOptions(tiny=args.tiny, repeats=repeats, warmup=warmup, scan_layers=args.scan_layers,
                          precision=precision, optimizer=args.optimizer)
     if args._worker:
-        run_worker(args._worker, options, args._result)
+        run_worker(args._worker, options, args._result, args._progress, args._deadline)
         return
 
     names = _select(args.only)
     worker_args = ["--repeats", str(repeats), "--warmup", str(warmup), "--precision", precision,
                    "--optimizer", args.optimizer] + (["--tiny"] if args.tiny else []) + \
                   (["--scan_layers"] if args.scan_layers else [])
-    results, meta = gpu_suite(names, options, isolate=not args.no_isolate, worker_args=worker_args)
+    if args.budget_s is not None and args.budget_s <= 0:
+        raise SystemExit(f"--budget_s must be positive, got {args.budget_s}")
+    results, meta = gpu_suite(names, options, isolate=not args.no_isolate, worker_args=worker_args,
+                              output=Path(args.output) if args.output else None, budget_s=args.budget_s)
     meta.setdefault("options", dataclasses.asdict(options))  # only when every workload failed
     out = Path(args.output) if args.output else \
         RESULTS / f"gpu{'-tiny' if args.tiny else ''}-{meta.get('date', time.strftime('%Y-%m-%d'))}.json"

@@ -6,13 +6,12 @@ code paths can be checked anywhere."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
 import numpy as np
 
-from gpu_harness import Devices, GpuOptions, _count_params, _figure, _ratios, _release_torch_memory, _summarise, \
-    first_call, timed_steps
+from gpu_harness import Devices, GpuOptions, Progress, _count_params, _figure, _ratios, _release_torch_memory, \
+    _summarise, first_call, timed_steps
 
 
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -97,21 +96,18 @@ def _jax_loss(head: str):
     return loss_fn
 
 
-def jax_bert_train(devices: Devices, head: str, sizes: dict, batch: int, seq: int, options: GpuOptions,
-                   first_only: bool) -> dict:
-    """jaxformers: Precision + optax.adamw (or BertAdam) through the training engine, state donated."""
+def jax_bert_train(devices: Devices, progress: Progress, head: str, sizes: dict, batch: int, seq: int,
+                   options: GpuOptions, first_only: bool, share: float) -> dict:
+    """jaxformers: Precision + optax.adamw (or BertAdam) through the training engine, state donated. ``share``:
+    the fraction of the budget left after compilation that the measurement may use."""
+    progress.stage("jaxformers: importing, building the model and train state")
     import gc
 
     import jax
     import optax
 
     from jaxformers.optimization import BertAdam
-    from jaxformers.training import (
-        Precision,
-        create_train_state,
-        make_mesh,
-        make_train_step,
-    )
+    from jaxformers.training import Precision, create_train_state, make_mesh, make_train_step
 
     started = time.perf_counter()
     model = _jax_bert(head, sizes, options.scan_layers)
@@ -126,30 +122,33 @@ def jax_bert_train(devices: Devices, head: str, sizes: dict, batch: int, seq: in
     gc.collect()
     batch_arrays = context.shard_batch(_bert_batch(head, batch, seq))
     jax.block_until_ready(state)
-    init_s = time.perf_counter() - started
-    params = _count_params(state.params)
-
+    progress.record("jaxformers", {"params": _count_params(state.params), "init_s": round(time.perf_counter() - started, 2)})
     holder = {"state": state}
 
     def one_step():
         holder["state"], metrics = step(holder["state"], batch_arrays)
         return metrics["loss"]
 
-    out = {"params": params, "init_s": round(init_s, 2), "first_step_s": round(first_call(one_step, devices.jax_sync), 3)}
+    progress.stage("jaxformers: first train step (compilation)")
+    progress.record("jaxformers", {"first_step_s": round(first_call(one_step, devices.jax_sync), 3)})
     if not first_only:
-        out.update(_summarise(timed_steps(one_step, devices.jax_sync, options.warmup, options.repeats)))
+        progress.stage("jaxformers: timing train steps")
+        progress.record("jaxformers", _summarise(timed_steps(one_step, devices.jax_sync, options.warmup,
+                                                             options.repeats, progress, "jaxformers",
+                                                             progress.cap(share))))
         loss = float(one_step())
         if not np.isfinite(loss):
             raise FloatingPointError(f"jaxformers {head} train loss is {loss}")
-        out["loss"] = round(loss, 4)
-    out["peak_memory_gb"] = devices.jax_peak_gb()
-    return out
+        progress.record("jaxformers", {"loss": round(loss, 4)})
+    progress.record("jaxformers", {"peak_memory_gb": devices.jax_peak_gb()})
+    return progress.result["jaxformers"]
 
 
-def torch_bert_train(devices: Devices, head: str, sizes: dict, batch: int, seq: int, options: GpuOptions,
-                     first_only: bool) -> dict:
+def torch_bert_train(devices: Devices, progress: Progress, head: str, sizes: dict, batch: int, seq: int,
+                     options: GpuOptions, first_only: bool, share: float) -> dict:
     """The 0.6.2 reference: bf16 autocast + fused AdamW on CUDA, plain fp32 AdamW on CPU (or autocast with
     --precision bf16)."""
+    progress.stage("torch: building the model and optimizer")
     import contextlib
 
     import torch
@@ -164,8 +163,8 @@ def torch_bert_train(devices: Devices, head: str, sizes: dict, batch: int, seq: 
     inputs = {name: torch.from_numpy(value.astype(np.int64)).to(device)
               for name, value in _bert_batch(head, batch, seq).items()}
     devices.torch_sync()
-    init_s = time.perf_counter() - started
-    params = sum(p.numel() for p in model.parameters())
+    progress.record("torch", {"params": sum(p.numel() for p in model.parameters()),
+                              "init_s": round(time.perf_counter() - started, 2)})
 
     def autocast():
         if options.precision == "bf16":
@@ -180,17 +179,21 @@ def torch_bert_train(devices: Devices, head: str, sizes: dict, batch: int, seq: 
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    out = {"params": params, "init_s": round(init_s, 2),
-           "first_step_s": round(first_call(one_step, devices.torch_sync), 3)}
+    progress.stage("torch: first train step")
+    progress.record("torch", {"first_step_s": round(first_call(one_step, devices.torch_sync), 3)})
     if not first_only:
-        out.update(_summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats)))
-        out["loss"] = round(float(one_step().detach()), 4)
-    out["peak_memory_gb"] = devices.torch_peak_gb()
-    return out
+        progress.stage("torch: timing train steps")
+        progress.record("torch", _summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats,
+                                                        progress, "torch", progress.cap(share))))
+        progress.record("torch", {"loss": round(float(one_step().detach()), 4)})
+    progress.record("torch", {"peak_memory_gb": devices.torch_peak_gb()})
+    return progress.result["torch"]
 
 
-def jax_bert_infer(devices: Devices, sizes: dict, batch: int, seq: int, options: GpuOptions) -> dict:
+def jax_bert_infer(devices: Devices, progress: Progress, sizes: dict, batch: int, seq: int,
+                   options: GpuOptions, share: float) -> dict:
     """Classification logits in the compute dtype (parameters cast once, as a deployed model would be)."""
+    progress.stage("jaxformers: importing, building the model")
     import jax
     from flax import nnx
 
@@ -208,13 +211,19 @@ def jax_bert_infer(devices: Devices, sizes: dict, batch: int, seq: int, options:
     def one_step():
         return forward(state, inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
 
-    out = {"params": _count_params(state), "first_step_s": round(first_call(one_step, devices.jax_sync), 3)}
-    out.update(_summarise(timed_steps(one_step, devices.jax_sync, options.warmup, options.repeats)))
-    out["peak_memory_gb"] = devices.jax_peak_gb()
-    return out
+    progress.record("jaxformers", {"params": _count_params(state)})
+    progress.stage("jaxformers: first forward (compilation)")
+    progress.record("jaxformers", {"first_step_s": round(first_call(one_step, devices.jax_sync), 3)})
+    progress.stage("jaxformers: timing forwards")
+    progress.record("jaxformers", _summarise(timed_steps(one_step, devices.jax_sync, options.warmup, options.repeats,
+                                                         progress, "jaxformers", progress.cap(share))))
+    progress.record("jaxformers", {"peak_memory_gb": devices.jax_peak_gb()})
+    return progress.result["jaxformers"]
 
 
-def torch_bert_infer(devices: Devices, sizes: dict, batch: int, seq: int, options: GpuOptions) -> dict:
+def torch_bert_infer(devices: Devices, progress: Progress, sizes: dict, batch: int, seq: int,
+                     options: GpuOptions, share: float) -> dict:
+    progress.stage("torch: building the model")
     import torch
 
     devices.torch_reset_peak()
@@ -228,16 +237,20 @@ def torch_bert_infer(devices: Devices, sizes: dict, batch: int, seq: int, option
         with torch.inference_mode():
             return model(**inputs)
 
-    out = {"params": sum(p.numel() for p in model.parameters()),
-           "first_step_s": round(first_call(one_step, devices.torch_sync), 3)}
-    out.update(_summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats)))
-    out["peak_memory_gb"] = devices.torch_peak_gb()
-    return out
+    progress.record("torch", {"params": sum(p.numel() for p in model.parameters())})
+    progress.stage("torch: first forward")
+    progress.record("torch", {"first_step_s": round(first_call(one_step, devices.torch_sync), 3)})
+    progress.stage("torch: timing forwards")
+    progress.record("torch", _summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats,
+                                                    progress, "torch", progress.cap(share))))
+    progress.record("torch", {"peak_memory_gb": devices.torch_peak_gb()})
+    return progress.result["torch"]
 
 
-def jax_gpt2_decode(devices: Devices, sizes: dict, prompt: np.ndarray, new_tokens: int, options: GpuOptions,
-                    repeats: int) -> dict:
+def jax_gpt2_decode(devices: Devices, progress: Progress, sizes: dict, prompt: np.ndarray, new_tokens: int,
+                    options: GpuOptions, repeats: int, share: float) -> dict:
     """``jaxformers.generate``: prefill + a while_loop of one-token steps over a static KV cache, one program."""
+    progress.stage("jaxformers: importing, building the model")
     import jax
     from flax import nnx
 
@@ -257,17 +270,21 @@ def jax_gpt2_decode(devices: Devices, sizes: dict, prompt: np.ndarray, new_token
             raise AssertionError(f"generate returned shape {tokens.shape}")
         return tokens  # a numpy array: the call has already waited for the device
 
-    out = {"params": _count_params(nnx.state(model, nnx.Param)),
-           "first_call_s": round(first_call(one_call, lambda _: None), 3)}
-    timing = timed_steps(one_call, lambda _: None, min(options.warmup, 2), repeats)
-    out["ms_per_call"] = round(timing["median_s"] * 1e3, 3)
-    out["peak_memory_gb"] = devices.jax_peak_gb()
-    return out
+    progress.record("jaxformers", {"params": _count_params(nnx.state(model, nnx.Param))})
+    progress.stage("jaxformers: first generate call (compilation)")
+    progress.record("jaxformers", {"first_call_s": round(first_call(one_call, lambda _: None), 3)})
+    progress.stage("jaxformers: timing generate calls")
+    timing = timed_steps(one_call, lambda _: None, min(options.warmup, 2), repeats, progress, "jaxformers",
+                         progress.cap(share))
+    progress.record("jaxformers", {"ms_per_call": round(timing["median_s"] * 1e3, 3),
+                                   "measured_calls": timing["measured_steps"], "peak_memory_gb": devices.jax_peak_gb()})
+    return progress.result["jaxformers"]
 
 
-def torch_gpt2_decode(devices: Devices, sizes: dict, prompt: np.ndarray, new_tokens: int, options: GpuOptions,
-                      repeats: int) -> dict:
+def torch_gpt2_decode(devices: Devices, progress: Progress, sizes: dict, prompt: np.ndarray, new_tokens: int,
+                      options: GpuOptions, repeats: int, share: float) -> dict:
     """The reference's own incremental decoding: feed the argmax token back with ``past=``."""
+    progress.stage("torch: building the model")
     import torch
     from pytorch_pretrained_bert import GPT2Config, GPT2LMHeadModel
 
@@ -286,97 +303,122 @@ def torch_gpt2_decode(devices: Devices, sizes: dict, prompt: np.ndarray, new_tok
                 chosen.append(previous)
             return torch.cat([prompt_t, *chosen], dim=1).cpu()  # the host copy waits for the device
 
-    out = {"params": sum(p.numel() for p in model.parameters()),
-           "first_call_s": round(first_call(one_call, devices.torch_sync), 3)}
-    timing = timed_steps(one_call, devices.torch_sync, min(options.warmup, 2), repeats)
-    out["ms_per_call"] = round(timing["median_s"] * 1e3, 3)
-    out["peak_memory_gb"] = devices.torch_peak_gb()
-    return out
+    progress.record("torch", {"params": sum(p.numel() for p in model.parameters())})
+    progress.stage("torch: first decoding call")
+    progress.record("torch", {"first_call_s": round(first_call(one_call, devices.torch_sync), 3)})
+    progress.stage("torch: timing decoding calls")
+    timing = timed_steps(one_call, devices.torch_sync, min(options.warmup, 2), repeats, progress, "torch",
+                         progress.cap(share))
+    progress.record("torch", {"ms_per_call": round(timing["median_s"] * 1e3, 3),
+                              "measured_calls": timing["measured_steps"], "peak_memory_gb": devices.torch_peak_gb()})
+    return progress.result["torch"]
 
 
-def train_scaling(devices: Devices, options: GpuOptions) -> dict:
+def train_scaling(devices: Devices, progress: Progress, options: GpuOptions) -> dict:
     """BERT-base classification train step over sequence length x batch size, both libraries.
 
     Every torch point runs first and hands its memory back; then the jaxformers points, smallest first (JAX's
     allocator keeps what it has taken, so its peak memory is the largest so far, which is this point's when
-    the points grow). Fewer steps per point (at most 10 timed, 3 warm-up) keep the grid's run short.
+    the points grow). Fewer steps per point (at most 10 timed, 3 warm-up) keep the grid's run short. Each point
+    has its own progress account (stdout only); finished points go into this workload's partial JSON.
     """
     sizes, seqs, batches = TRAIN_SCALING[1] if options.tiny else TRAIN_SCALING[0]
     options = dataclasses.replace(options, repeats=max(1, min(options.repeats, 10)), warmup=min(options.warmup, 3))
     points = sorted(((batch, seq) for seq in seqs for batch in batches), key=lambda point: (point[0] * point[1], point[1]))
+    share = 1.0 / (2 * len(points))  # each side of each point gets an equal slice of what is left
     theirs = {}
     for batch, seq in points:
-        theirs[batch, seq] = torch_bert_train(devices, "classification", sizes, batch, seq, options, False)
+        point_progress = Progress(f"{progress.name} b{batch}_s{seq}", deadline=progress.deadline)
+        theirs[batch, seq] = torch_bert_train(devices, point_progress, "classification", sizes, batch, seq, options,
+                                              False, share)
         _release_torch_memory()
-    results = {}
+    config = {**sizes, "head": "classification", "seqs": list(seqs), "batches": list(batches),
+              "repeats": options.repeats, "warmup": options.warmup}
+    progress.record("config", config)
     for batch, seq in points:
-        ours = jax_bert_train(devices, "classification", sizes, batch, seq, options, False)
+        point_progress = Progress(f"{progress.name} b{batch}_s{seq}", deadline=progress.deadline)
+        ours = jax_bert_train(devices, point_progress, "classification", sizes, batch, seq, options, False, share)
         flops = bert_flops(sizes, batch, seq, "classification", train=True)
         for side in (ours, theirs[batch, seq]):
             side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
             side["tokens_per_s"] = _figure(batch * seq / (side["ms_per_step"] / 1e3))
-        results[f"b{batch}_s{seq}"] = {"batch": batch, "seq": seq, "flops_per_step": flops, "jaxformers": ours,
-                                       "torch": theirs[batch, seq],
-                                       **_ratios(ours["ms_per_step"], theirs[batch, seq]["ms_per_step"])}
-        print(f"b{batch}_s{seq}", json.dumps(results[f"b{batch}_s{seq}"]), flush=True)
-    config = {**sizes, "head": "classification", "seqs": list(seqs), "batches": list(batches),
-              "repeats": options.repeats, "warmup": options.warmup}
-    return {"config": config, "points": results}
+        point = {"batch": batch, "seq": seq, "flops_per_step": flops, "jaxformers": ours, "torch": theirs[batch, seq],
+                 **_ratios(ours["ms_per_step"], theirs[batch, seq]["ms_per_step"])}
+        progress.record("points", {f"b{batch}_s{seq}": point})
+    return {"config": config, "points": progress.result["points"]}
 
 
-def run_gpu_workload(name: str, options: GpuOptions) -> dict:
-    """One workload, both libraries, in this process. The reference runs first (see _release_torch_memory),
-    except in the first-step workloads, where jaxformers goes first so that its compile time is a cold one."""
-    devices = Devices()
-    if name == "train_scaling":
-        return train_scaling(devices, options)
-    if name == "gpt2_decode":
-        sizes, prompt_len, new_tokens = GPT2_WORKLOAD[1] if options.tiny else GPT2_WORKLOAD[0]
-        prompt = np.random.RandomState(0).randint(0, GPT2_VOCAB, (1, prompt_len)).astype(np.int32)
-        # A call decodes all the new tokens, so fewer repeats suffice.
-        repeats = max(1, min(options.repeats, 5))
-        theirs = torch_gpt2_decode(devices, sizes, prompt, new_tokens, options, repeats)
-        _release_torch_memory()
-        ours = jax_gpt2_decode(devices, sizes, prompt, new_tokens, options, repeats)
-        bytes_per_value = 2 if options.precision == "bf16" else 4
-        # Every new token reads all weights once except the position table (one row); KV cache not counted.
-        weight_bytes = (ours["params"] - 1024 * sizes["n_embd"]) * bytes_per_value
-        for side in (ours, theirs):
-            side["tokens_per_s"] = _figure(new_tokens / (side["ms_per_call"] / 1e3))
-            side["weight_read_GBps"] = _figure(weight_bytes * side["tokens_per_s"] / 1e9)
-        return {"config": {**sizes, "batch": 1, "prompt_tokens": prompt_len, "new_tokens": new_tokens,
-                           "greedy": True},
-                "jaxformers": ours, "torch": theirs, **_ratios(ours["ms_per_call"], theirs["ms_per_call"])}
+def _gpt2_decode(devices: Devices, progress: Progress, options: GpuOptions) -> dict:
+    sizes, prompt_len, new_tokens = GPT2_WORKLOAD[1] if options.tiny else GPT2_WORKLOAD[0]
+    prompt = np.random.RandomState(0).randint(0, GPT2_VOCAB, (1, prompt_len)).astype(np.int32)
+    progress.record("config", {**sizes, "batch": 1, "prompt_tokens": prompt_len, "new_tokens": new_tokens,
+                               "greedy": True})
+    # A call decodes all the new tokens, so fewer repeats suffice.
+    repeats = max(1, min(options.repeats, 5))
+    theirs = torch_gpt2_decode(devices, progress, sizes, prompt, new_tokens, options, repeats, share=0.2)
+    _release_torch_memory()
+    ours = jax_gpt2_decode(devices, progress, sizes, prompt, new_tokens, options, repeats, share=0.8)
+    bytes_per_value = 2 if options.precision == "bf16" else 4
+    # Every new token reads all weights once except the position table (one row); KV cache not counted.
+    weight_bytes = (ours["params"] - 1024 * sizes["n_embd"]) * bytes_per_value
+    for side in (ours, theirs):
+        side["tokens_per_s"] = _figure(new_tokens / (side["ms_per_call"] / 1e3))
+        side["weight_read_GBps"] = _figure(weight_bytes * side["tokens_per_s"] / 1e9)
+    return {"config": progress.result["config"], "jaxformers": ours, "torch": theirs,
+            **_ratios(ours["ms_per_call"], theirs["ms_per_call"])}
 
+
+def _bert_infer(devices: Devices, progress: Progress, options: GpuOptions, sizes: dict, batch: int, seq: int,
+                config: dict) -> dict:
+    flops = bert_flops(sizes, batch, seq, "classification", train=False)
+    theirs = torch_bert_infer(devices, progress, sizes, batch, seq, options, share=0.2)
+    _release_torch_memory()
+    ours = jax_bert_infer(devices, progress, sizes, batch, seq, options, share=0.8)
+    for side in (ours, theirs):
+        side["sequences_per_s"] = _figure(batch / (side["ms_per_step"] / 1e3))
+        side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
+    return {"config": config, "flops_per_step": flops, "jaxformers": ours, "torch": theirs,
+            **_ratios(ours["ms_per_step"], theirs["ms_per_step"])}
+
+
+def _bert_train(devices: Devices, progress: Progress, options: GpuOptions, name: str, config: dict) -> dict:
     head, full, tiny = BERT_WORKLOADS[name]
     sizes, batch, seq = tiny if options.tiny else full
-    config = {**sizes, "batch": batch, "seq": seq, "head": head}
-    if name == "bert_base_infer":
-        flops = bert_flops(sizes, batch, seq, head, train=False)
-        theirs = torch_bert_infer(devices, sizes, batch, seq, options)
-        _release_torch_memory()
-        ours = jax_bert_infer(devices, sizes, batch, seq, options)
-        for side in (ours, theirs):
-            side["sequences_per_s"] = _figure(batch / (side["ms_per_step"] / 1e3))
-            side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
-        return {"config": config, "flops_per_step": flops, "jaxformers": ours, "torch": theirs,
-                **_ratios(ours["ms_per_step"], theirs["ms_per_step"])}
-
     first_only = name.startswith("first_step")
     config["optimizer"] = {"jaxformers": options.optimizer, "torch": "AdamW" + (" (fused)" if devices.on_gpu else "")}
+    args = (head, sizes, batch, seq, options, first_only)
     if first_only:
         # jaxformers first: its first step must not profit from CUDA libraries torch already loaded.
-        ours = jax_bert_train(devices, head, sizes, batch, seq, options, first_only)
-        theirs = torch_bert_train(devices, head, sizes, batch, seq, options, first_only)
-    else:
-        theirs = torch_bert_train(devices, head, sizes, batch, seq, options, first_only)
-        _release_torch_memory()
-        ours = jax_bert_train(devices, head, sizes, batch, seq, options, first_only)
-    if first_only:
+        ours = jax_bert_train(devices, progress, *args, share=0.8)
+        theirs = torch_bert_train(devices, progress, *args, share=0.8)
         return {"config": config, "jaxformers": ours, "torch": theirs,
                 **_ratios(ours["first_step_s"], theirs["first_step_s"])}
+    # torch measures in a fifth of the budget left at that point: jaxformers must still build and compile.
+    theirs = torch_bert_train(devices, progress, *args, share=0.2)
+    _release_torch_memory()
+    ours = jax_bert_train(devices, progress, *args, share=0.8)
     flops = bert_flops(sizes, batch, seq, head, train=True)
     for side in (ours, theirs):
         side["tflops"] = _figure(flops / (side["ms_per_step"] / 1e3) / 1e12)
     return {"config": config, "flops_per_step": flops, "jaxformers": ours, "torch": theirs,
             **_ratios(ours["ms_per_step"], theirs["ms_per_step"])}
+
+
+def run_gpu_workload(name: str, options: GpuOptions, progress: Progress | None = None) -> dict:
+    """One workload, both libraries, in this process. The reference runs first (see _release_torch_memory),
+    except in the first-step workloads, where jaxformers goes first so that its compile time is a cold one.
+    ``progress`` (default: stdout lines only, no deadline) receives every stage and figure as it happens."""
+    progress = progress if progress is not None else Progress(name)
+    progress.stage("initialising the devices")
+    devices = Devices()
+    if name == "train_scaling":
+        return train_scaling(devices, progress, options)
+    if name == "gpt2_decode":
+        return _gpt2_decode(devices, progress, options)
+    head, full, tiny = BERT_WORKLOADS[name]
+    sizes, batch, seq = tiny if options.tiny else full
+    config = {**sizes, "batch": batch, "seq": seq, "head": head}
+    progress.record("config", config)
+    if name == "bert_base_infer":
+        return _bert_infer(devices, progress, options, sizes, batch, seq, config)
+    return _bert_train(devices, progress, options, name, config)
