@@ -104,19 +104,23 @@ class _Progress:
 
     def step_called(self, begun: float, ended: float) -> None:
         self.step_starts.append(begun)
-        steps = len(self.step_starts)
-        if steps == 1:
+        if len(self.step_starts) == 1:
             self.report["first_step_call_s"] = _figure(ended - begun)  # the compilation, mostly
             self.stage("training (first step compiled)")
         elif time.time() - self.last_saved > 2.0:
-            # The loop waits for step n-1's metrics before calling step n+1, so call times pace the device.
-            first = max(1, steps // 10)
-            span = self.step_starts[-1] - self.step_starts[first]
-            self.report["steps_so_far"] = steps
-            self.report["steps_per_s_so_far"] = _figure((steps - 1 - first) / span) if span > 0 else None
-            print(f"[{time.strftime('%H:%M:%S')}] finetune: {steps} steps, "
+            self.update_rate()
+            print(f"[{time.strftime('%H:%M:%S')}] finetune: {self.report['steps_so_far']} steps, "
                   f"{self.report['steps_per_s_so_far']} steps/s", flush=True)
             self.save()
+
+    def update_rate(self) -> None:
+        """Steady steps/s from the call times after the first tenth of the steps (the first one excluded). The
+        loop waits for step n-1's metrics before calling step n+1, so the call times follow the device."""
+        steps = len(self.step_starts)
+        first = max(1, steps // 10)
+        span = self.step_starts[-1] - self.step_starts[first] if steps > first else 0.0
+        self.report["steps_so_far"] = steps
+        self.report["steps_per_s_so_far"] = _figure((steps - 1 - first) / span) if span > 0 else None
 
 
 def _watch_train_steps(run_classifier, progress: _Progress) -> None:
@@ -131,6 +135,7 @@ def _watch_train_steps(run_classifier, progress: _Progress) -> None:
             return result
 
         result = train_loop(watched_step, *args, **kwargs)
+        progress.update_rate()
         progress.stage(f"evaluation (after {len(progress.step_starts)} train steps)")
         return result
 
