@@ -88,6 +88,7 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A ``.safetensors`` file as numpy arrays; a file safetensors cannot parse is an OSError naming it."""
     from safetensors import safe_open
 
     arrays: dict[str, np.ndarray] = {}
@@ -103,6 +104,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def read_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flax msgpack file as ``{dotted key: array}`` (nested dicts flattened); no layout conversion."""
     from flax import serialization
 
     with open(path, "rb") as reader:
@@ -121,6 +123,7 @@ def read_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dicts of arrays -> ``{"a.b.c": array}``; any other leaf is a ValueError naming its key."""
     flat: dict[str, np.ndarray] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -134,6 +137,7 @@ def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def unflatten_keys(flat: Mapping[str, np.ndarray]) -> dict:
+    """``{"a.b.c": array}`` -> nested dicts (the inverse of :func:`flatten_tree`)."""
     tree: dict = {}
     for key, value in flat.items():
         node = tree
