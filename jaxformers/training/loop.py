@@ -228,27 +228,25 @@ def train_loop(
     resumed ones included: they travel in each checkpoint, so ``totals.mean("loss")`` does not depend on where a
     run was interrupted.
     """
-    from tqdm.auto import tqdm
-
     if checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every needs a checkpoint_dir")
     state, start, iterator = _resume(state, batches, checkpoint_dir, totals, num_steps)
-    bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", disable=jax.process_index() != 0)
-    recorder = _StepRecorder(bar, lr_fn, totals)
-    pending: tuple[int, dict[str, jax.Array]] | None = None
+    recorder = _StepRecorder(num_steps, start, desc, lr_fn, totals)
+    examples_seen = 0
+    pending: tuple[int, dict[str, jax.Array], int] | None = None
     try:
         for step_number in range(start + 1, num_steps + 1):
             batch = next(iterator, None)
             if batch is None:
                 logger.warning("the batches ran out after step %d of %d", step_number - 1, num_steps)
                 break
-            recorder.examples_seen += _batch_rows(batch)
+            examples_seen += _batch_rows(batch)
             state, metrics = step(state, context.shard_batch(host_share(batch)))
             # Reading a step's metrics waits for it; read the previous one's so the next step is already queued.
             if pending is not None:
                 recorder.record(*pending)
-            pending = (step_number, metrics)
-            bar.update(1)
+            pending = (step_number, metrics, examples_seen)
+            recorder.bar.update(1)
             if checkpoint_every and step_number % checkpoint_every == 0:
                 recorder.record(*pending)  # the totals saved with step N must include step N
                 pending = None
@@ -259,7 +257,7 @@ def train_loop(
         if checkpoint_every and final_step % checkpoint_every and final_step > start:
             save_checkpoint(checkpoint_dir, state, final_step, keep=keep_checkpoints, totals=totals)
     finally:
-        bar.close()
+        recorder.bar.close()
     return state, recorder.history
 
 
@@ -287,26 +285,31 @@ def _resume(
 
 
 class _StepRecorder:
-    """Turns each step's device metrics into a host dict (history, running totals, the progress bar's postfix).
+    """Turns each step's device metrics into a host dict (history, running totals, the tqdm bar's postfix).
 
-    ``examples_seen`` is advanced by the loop as batches are fed; examples/s is measured from construction.
+    examples/s at step n: the examples of steps up to n over the time from construction until step n's metrics
+    were read (reading them waits for step n; a step is recorded after the next one is queued, so the examples
+    fed so far would count one batch too many).
     """
 
-    def __init__(self, bar: Any, lr_fn: Callable[[int], float] | None, totals: RunningTotals | None):
-        self.bar, self.lr_fn, self.totals = bar, lr_fn, totals
+    def __init__(self, num_steps: int, start: int, desc: str, lr_fn: Callable[[int], float] | None,
+                 totals: RunningTotals | None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=num_steps, initial=start, desc=desc, unit="step", disable=jax.process_index() != 0)
+        self.lr_fn, self.totals = lr_fn, totals
         self.history: list[dict[str, float]] = []
-        self.examples_seen = 0
         self.started_at = time.perf_counter()
 
-    def record(self, step_number: int, metrics: dict[str, jax.Array]) -> None:
-        values = {name: float(value) for name, value in jax.device_get(metrics).items()}
+    def record(self, step_number: int, metrics: dict[str, jax.Array], examples_seen: int) -> None:
+        values = {name: float(value) for name, value in jax.device_get(metrics).items()}  # waits for the step
         if self.totals is not None:
             self.totals.add(values)
         values["step"] = step_number
         if self.lr_fn is not None:
             values["lr"] = float(self.lr_fn(step_number - 1))
         elapsed = time.perf_counter() - self.started_at
-        values["examples_per_sec"] = self.examples_seen / elapsed if elapsed > 0 else math.nan
+        values["examples_per_sec"] = examples_seen / elapsed if elapsed > 0 else math.nan
         self.history.append(values)
         postfix = {"loss": f"{values['loss']:.4f}", "ex/s": f"{values['examples_per_sec']:.1f}"}
         if "lr" in values:
