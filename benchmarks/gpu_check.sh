@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check the issues ask of a GPU, sized for the borrowed H200 (15 minutes of device time per task, 1-2 of them
-# to start it): at most 470 s of phases, all under one clock, plus at most 10 s of kill grace. Its image: Python
+# to start it): at most 470 s in all (wheel install and phases, one clock), plus at most 10 s of kill grace. Its image: Python
 # 3.12 with jax 0.11.2 + CUDA 13, torch 2.11, flax, optax, transformers 5, tiktoken and pytest already there; the
 # rest comes as the small wheelhouse .whl/ (benchmarks/build_wheelhouse.sh).
 #
@@ -16,7 +16,7 @@
 #   suite_bert_large_qa_train 90 s  BERT-large SQuAD train step b24 s384
 #   suite_first_step_bert_base 35 s  the first BERT-base train step with compilation, jaxformers before torch
 #   parity                 70 s   fp32 at "highest" matmul precision (tests/conftest.py) and the bf16 tolerance
-#                                 tests, BERT and GPT-2 (PARITY_TESTS below)
+#                                 tests, BERT and GPT-2 (parity_tests below)
 #   finetune               65 s   examples/run_classifier.py, BERT-base bf16 on an MRPC-shaped task: steps/s, memory
 # A phase that ends early leaves its unused seconds to the next ones; none runs past the common 470 s limit
 # (GPU_CHECK_LIMIT_S), and a phase with under 10 s left is skipped and says so.
