@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check the issues ask of a GPU, sized for the borrowed H200 (15 minutes of device time per task, 1-2 of them
-# to start it): at most 470 s in all (wheel install and phases, one clock), plus at most 10 s of kill grace. Its image: Python
-# 3.12 with jax 0.11.2 + CUDA 13, torch 2.11, flax, optax, transformers 5, tiktoken and pytest already there; the
-# rest comes as the small wheelhouse .whl/ (benchmarks/build_wheelhouse.sh).
+# to start it): at most 470 s in all (wheel install and phases, one clock), plus at most 10 s of kill grace. Its
+# image: Python 3.12 with jax 0.11.2 + CUDA 13, torch 2.11, flax, optax, transformers 5, tiktoken and pytest
+# already there; the rest comes as the small wheelhouse .whl/ (benchmarks/build_wheelhouse.sh).
 #
 # The sizes come from the first run there (2026-11-29, every phase timed out): start-up + imports + model build
 # is 15-20 s per process, and XLA's GPU compilation of a BERT-base train step 20-60 s. So the speed table runs
