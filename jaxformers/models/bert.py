@@ -1,7 +1,7 @@
 """BERT: config, encoder and the eight task models of pytorch-pretrained-bert 0.6.x, in flax.nnx.
 
 Attribute names follow the PyTorch state dict (``bert.encoder.layer.0.attention.self.query.weight``), so weights
-convert by key; see modeling_utils.py. Inputs and outputs follow the 0.6.x docs, including ``output_attentions``,
+convert by key; see checkpoint_io.py. Inputs and outputs follow the 0.6.x docs, including ``output_attentions``,
 ``keep_multihead_output`` and ``head_mask`` from its BERTology additions.
 
 Dropout is off until ``model.train()``; training calls then need ``dropout_rng=jax.random.key(...)``.

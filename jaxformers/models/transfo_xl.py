@@ -2,7 +2,7 @@
 0.6.x, in flax.nnx.
 
 Attribute names follow the PyTorch state dict (``transformer.layers.0.dec_attn.qkv_net.weight``,
-``crit.out_projs.1``...), so weights convert by key; see modeling_utils.py.
+``crit.out_projs.1``...), so weights convert by key; see checkpoint_io.py.
 
 Conventions kept from the reference (0.6.x, and pytorch_transformers 1.2.0 which runs on current torch):
 
