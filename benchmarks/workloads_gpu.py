@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -96,6 +97,18 @@ def _jax_loss(head: str):
     return loss_fn
 
 
+def measure_side(progress: Progress, side: str, one_step: Callable[[], object], sync: Callable[[object], None],
+                 options: GpuOptions, share: float, first: str, timed: str, first_only: bool = False) -> None:
+    """One library's first call (compilation included for jax) and, unless ``first_only``, its timed steps within
+    its share of the budget, each recorded under ``side`` as it completes."""
+    progress.stage(f"{side}: first {first}")
+    progress.record(side, {"first_step_s": round(first_call(one_step, sync), 3)})
+    if not first_only:
+        progress.stage(f"{side}: timing {timed}")
+        progress.record(side, _summarise(timed_steps(one_step, sync, options.warmup, options.repeats, progress, side,
+                                                     progress.cap(share))))
+
+
 def jax_bert_train(devices: Devices, progress: Progress, head: str, sizes: dict, batch: int, seq: int,
                    options: GpuOptions, first_only: bool, share: float) -> dict:
     """jaxformers: Precision + optax.adamw (or BertAdam) through the training engine, state donated. ``share``:
@@ -129,13 +142,9 @@ def jax_bert_train(devices: Devices, progress: Progress, head: str, sizes: dict,
         holder["state"], metrics = step(holder["state"], batch_arrays)
         return metrics["loss"]
 
-    progress.stage("jaxformers: first train step (compilation)")
-    progress.record("jaxformers", {"first_step_s": round(first_call(one_step, devices.jax_sync), 3)})
+    measure_side(progress, "jaxformers", one_step, devices.jax_sync, options, share, "train step (compilation)",
+                 "train steps", first_only)
     if not first_only:
-        progress.stage("jaxformers: timing train steps")
-        progress.record("jaxformers", _summarise(timed_steps(one_step, devices.jax_sync, options.warmup,
-                                                             options.repeats, progress, "jaxformers",
-                                                             progress.cap(share))))
         loss = float(one_step())
         if not np.isfinite(loss):
             raise FloatingPointError(f"jaxformers {head} train loss is {loss}")
@@ -179,12 +188,9 @@ def torch_bert_train(devices: Devices, progress: Progress, head: str, sizes: dic
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    progress.stage("torch: first train step")
-    progress.record("torch", {"first_step_s": round(first_call(one_step, devices.torch_sync), 3)})
+    measure_side(progress, "torch", one_step, devices.torch_sync, options, share, "train step", "train steps",
+                 first_only)
     if not first_only:
-        progress.stage("torch: timing train steps")
-        progress.record("torch", _summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats,
-                                                        progress, "torch", progress.cap(share))))
         progress.record("torch", {"loss": round(float(one_step().detach()), 4)})
     progress.record("torch", {"peak_memory_gb": devices.torch_peak_gb()})
     return progress.result["torch"]
@@ -212,11 +218,8 @@ def jax_bert_infer(devices: Devices, progress: Progress, sizes: dict, batch: int
         return forward(state, inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
 
     progress.record("jaxformers", {"params": _count_params(state)})
-    progress.stage("jaxformers: first forward (compilation)")
-    progress.record("jaxformers", {"first_step_s": round(first_call(one_step, devices.jax_sync), 3)})
-    progress.stage("jaxformers: timing forwards")
-    progress.record("jaxformers", _summarise(timed_steps(one_step, devices.jax_sync, options.warmup, options.repeats,
-                                                         progress, "jaxformers", progress.cap(share))))
+    measure_side(progress, "jaxformers", one_step, devices.jax_sync, options, share, "forward (compilation)",
+                 "forwards")
     progress.record("jaxformers", {"peak_memory_gb": devices.jax_peak_gb()})
     return progress.result["jaxformers"]
 
@@ -238,11 +241,7 @@ def torch_bert_infer(devices: Devices, progress: Progress, sizes: dict, batch: i
             return model(**inputs)
 
     progress.record("torch", {"params": sum(p.numel() for p in model.parameters())})
-    progress.stage("torch: first forward")
-    progress.record("torch", {"first_step_s": round(first_call(one_step, devices.torch_sync), 3)})
-    progress.stage("torch: timing forwards")
-    progress.record("torch", _summarise(timed_steps(one_step, devices.torch_sync, options.warmup, options.repeats,
-                                                    progress, "torch", progress.cap(share))))
+    measure_side(progress, "torch", one_step, devices.torch_sync, options, share, "forward", "forwards")
     progress.record("torch", {"peak_memory_gb": devices.torch_peak_gb()})
     return progress.result["torch"]
 
