@@ -1,7 +1,7 @@
 """The README's ``jaxformers plan`` table: BERT-base/large fine-tuning (classification b32 s128, SQuAD b24 s384)
 and GPT-2 small/medium LM training (b8 s1024) compiled for v5e-8 and v4-8 on this CPU, bf16.
 
-    JAX_PLATFORMS=cpu python benchmarks/plan_table.py            # about 15 minutes on 2 cores
+    JAX_PLATFORMS=cpu python benchmarks/plan_table.py --scan_layers   # 12 rows: 28 min of compiling on 2 busy cores
     JAX_PLATFORMS=cpu python benchmarks/plan_table.py --topology v5e-8
 
 Prints a Markdown table (and writes benchmarks/results/plan-<date>.json); each row's command reproduces it.
