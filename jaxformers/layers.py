@@ -48,6 +48,18 @@ def build_abstract(make: Callable[[], M]) -> M:
     return nnx.eval_shape(make)
 
 
+def next_params_key(rngs: nnx.Rngs) -> jax.Array:
+    """The key ``rngs.params()`` returns (the stream's key folded with its count; the count then goes up by one),
+    with the count written back through ``set_value``: ``rngs.params()`` writes ``count[...]``, and under
+    ``nnx.eval_shape`` (every ``from_pretrained``) that indexed write makes JAX format a tracer's error message on
+    each draw, about 8 ms apiece, most of an abstract build."""
+    stream = rngs.params
+    stream.count._check_can_update()  # as rngs.params() does: no write into an Rngs from an enclosing trace
+    count = stream.count.get_value()
+    stream.count.set_value(count + 1)
+    return jax.random.fold_in(stream.key.get_value(), count)
+
+
 def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rngs: nnx.Rngs | None = None, *,
               axes: Sequence[str | None], **metadata: Any) -> nnx.Param:
     """A parameter initialised by ``init`` = ``("normal", std)`` | ``("uniform", limit)`` | ``("constant", value)``,
@@ -62,9 +74,9 @@ def new_param(shape: tuple[int, ...], dtype: DType, init: tuple[str, float], rng
         raise ValueError(f"new_param: {len(axes)} logical axes {axes} for a parameter of shape {tuple(shape)}")
     kind, scale = init
     if kind == "normal":
-        value = normal_init(scale)(rngs.params(), shape, dtype)
+        value = normal_init(scale)(next_params_key(rngs), shape, dtype)
     elif kind == "uniform":
-        value = jax.random.uniform(rngs.params(), shape, dtype, -scale, scale)
+        value = jax.random.uniform(next_params_key(rngs), shape, dtype, -scale, scale)
     else:
         value = jnp.full(shape, scale, dtype)
     return nnx.Param(value, init=init, out_sharding=axes, eager_sharding=False, **metadata)
