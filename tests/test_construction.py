@@ -118,3 +118,13 @@ def test_lm_head_from_a_base_model_checkpoint(tmp_path):
     base.save_pretrained(tmp_path)
     model = GPT2LMHeadModel.from_pretrained(tmp_path)
     np.testing.assert_array_equal(np.asarray(model.transformer.wte.weight[...]), np.asarray(base.wte.weight[...]))
+
+
+def test_parameter_keys_are_those_rngs_params_would_draw():
+    # layers.next_params_key replaces rngs.params() for speed under nnx.eval_shape; the weights a seed gives
+    # must not change, so the keys and the stream's count must be exactly the ones rngs.params() gives.
+    ours, flax_stream = nnx.Rngs(11), nnx.Rngs(11)
+    for _ in range(4):
+        assert np.array_equal(jax.random.key_data(layers.next_params_key(ours)),
+                              jax.random.key_data(flax_stream.params()))
+    assert int(ours.params.count[...]) == int(flax_stream.params.count[...]) == 4
