@@ -161,3 +161,39 @@ def test_resolved_checkpoint_names_the_directory_and_the_known_shortcuts(tmp_pat
             pass
     with checkpoint_files.resolved_checkpoint(jaxformers.GPT2Model, tmp_path, hub, False, True) as found:
         assert found == (tmp_path, None)  # a given state_dict needs only the config
+
+
+def test_repeated_from_pretrained_builds_independent_models(tmp_path):
+    """The second load of one architecture copies the cached abstract graph: same values as a first build, and
+    nothing shared, so writing into one model leaves the other (and later loads) as they were."""
+    _bert(seed=3).save_pretrained(tmp_path)
+    checkpoint_io._ABSTRACT_MODELS.clear()
+    first = jaxformers.BertForMaskedLM.from_pretrained(tmp_path)
+    assert len(checkpoint_io._ABSTRACT_MODELS) == 1
+    second = jaxformers.BertForMaskedLM.from_pretrained(tmp_path)
+    assert len(checkpoint_io._ABSTRACT_MODELS) == 1  # a cache hit, not a second entry
+    _same_params(first, second)
+    weight = second.bert.embeddings.word_embeddings.weight
+    assert weight is not first.bert.embeddings.word_embeddings.weight
+    weight.set_value(weight.get_value() + 1.0)
+    third = jaxformers.BertForMaskedLM.from_pretrained(tmp_path)
+    _same_params(first, third)
+    assert not np.allclose(np.asarray(second.bert.embeddings.word_embeddings.weight.get_value()),
+                           np.asarray(first.bert.embeddings.word_embeddings.weight.get_value()))
+
+
+def test_abstract_model_cache_keys_on_config_and_arguments(tmp_path):
+    _bert().save_pretrained(tmp_path)
+    checkpoint_io._ABSTRACT_MODELS.clear()
+    unrolled = jaxformers.BertForMaskedLM.from_pretrained(tmp_path)
+    scanned = jaxformers.BertForMaskedLM.from_pretrained(tmp_path, scan_layers=True)
+    assert len(checkpoint_io._ABSTRACT_MODELS) == 2
+    assert scanned.config.scan_layers and not unrolled.config.scan_layers
+    assert "bert.encoder.layer" in scanned.stacked_layers()
+    _same_params(unrolled, scanned)
+    # An argument that is not a plain value is never part of a cache key: the build is not cached.
+    key = checkpoint_io._abstract_cache_key(jaxformers.BertModel, unrolled.config, (), {"rngs": object()})
+    assert key is None
+    for size in range(checkpoint_io.ABSTRACT_CACHE_SIZE + 3):
+        jaxformers.BertForMaskedLM.from_pretrained(tmp_path, config_overrides={"layer_norm_eps": 1e-6 + size})
+    assert len(checkpoint_io._ABSTRACT_MODELS) == checkpoint_io.ABSTRACT_CACHE_SIZE
