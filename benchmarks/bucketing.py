@@ -19,7 +19,7 @@ predictions; grouping changes which examples share a batch, so a fourth run (gro
 maximum, untimed) is the reference the grouped, bucketed run must agree with.
 A per-length cost model from the measured step times then predicts the speed-up of other bucket spacings.
 
-    python benchmarks/bucketing.py                      # about 10 minutes on 2 CPU cores
+    python benchmarks/bucketing.py --scan_layers        # about 20 minutes on 2 quiet CPU cores
     python benchmarks/bucketing.py --train_examples 256 # a quick look
 
 Writes ``benchmarks/results/bucketing-<date>.json``.

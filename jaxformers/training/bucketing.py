@@ -30,6 +30,8 @@ import numpy as np
 
 logger = logging.getLogger("jaxformers")
 
+# Measured (benchmarks/README.md, "Length bucketing"): spacing 8 ran 6% faster than 16 but compiled 2 more buckets;
+# 32 gives up over 40% of the gain. 16 is the knee.
 DEFAULT_SPACING = 16
 MEGABATCH_BATCHES = 50  # Hugging Face's LengthGroupedSampler default
 
