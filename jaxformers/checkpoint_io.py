@@ -390,6 +390,9 @@ def _abstract_cache_key(cls: type, config: PretrainedConfig, inputs: tuple, kwar
     arguments = (*inputs, *kwargs.values())
     if not all(isinstance(value, _PLAIN_ARGUMENTS) for value in arguments):
         return None
+    # The seed only feeds initializers, which an abstract build never runs (load_pretrained draws the missing
+    # parameters from it afterwards): a sweep over seeds shares one entry.
+    kwargs = {name: value for name, value in kwargs.items() if name != "seed"}
     # Every dataclass field, runtime switches and kept metadata included (the config's own repr is its
     # config.json, which leaves the runtime switches out).
     fields = tuple((field.name, repr(getattr(config, field.name))) for field in dataclasses.fields(config))
@@ -418,6 +421,17 @@ def abstract_model(cls: type[PreTrainedModel], config: PretrainedConfig, inputs:
     return nnx.merge(graphdef, state, copy=True)
 
 
+def seed_from_rngs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``from_pretrained``'s constructor keywords with ``rngs=`` replaced by ``seed=``, drawn from its params
+    stream: an ``nnx.Rngs`` from outside cannot be advanced inside the abstract build's trace, and the seed is all
+    the load needs (for the parameters the checkpoint lacks)."""
+    kwargs = dict(kwargs)
+    rngs = kwargs.pop("rngs", None)
+    if rngs is not None:
+        kwargs["seed"] = int(jax.random.randint(rngs.params(), (), 0, np.iinfo(np.int32).max))
+    return kwargs
+
+
 def load_pretrained(cls: type[PreTrainedModel], pretrained_model_name_or_path: str | os.PathLike,
                     cache_dir: str | os.PathLike | None = None, from_tf: bool = False,
                     state_dict: Mapping[str, Any] | None = None, *inputs: Any, output_loading_info: bool = False,
@@ -440,6 +454,7 @@ def load_pretrained(cls: type[PreTrainedModel], pretrained_model_name_or_path: s
             (arrays, layout), source = resolved.read_weights(weights_path), weights_path
         # Shapes only (no random init, no XLA compilation): the checkpoint supplies the values, and the few
         # parameters it lacks are drawn from their recorded initializers.
+        kwargs = seed_from_rngs(kwargs)
         model = abstract_model(cls, config, inputs, kwargs)
         model._init_seed = int(kwargs.get("seed", 0))
         specs = param_specs(model)

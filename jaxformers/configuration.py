@@ -428,6 +428,11 @@ def _constructor_names(model_cls: type) -> set[str]:
         for parameter in list(inspect.signature(init).parameters.values())[1:]:
             if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 names.add(parameter.name)
+    # The constructors hand their **kwargs to the parameter factory: seed, rngs, dtype, param_dtype.
+    factory = getattr(model_cls, "_factory", None)
+    if factory is not None:
+        names |= {parameter.name for parameter in inspect.signature(factory).parameters.values()
+                  if parameter.kind == parameter.KEYWORD_ONLY and parameter.name != "options"}
     return names
 
 

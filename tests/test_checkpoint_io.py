@@ -197,3 +197,33 @@ def test_abstract_model_cache_keys_on_config_and_arguments(tmp_path):
     for size in range(checkpoint_io.ABSTRACT_CACHE_SIZE + 3):
         jaxformers.BertForMaskedLM.from_pretrained(tmp_path, config_overrides={"layer_norm_eps": 1e-6 + size})
     assert len(checkpoint_io._ABSTRACT_MODELS) == checkpoint_io.ABSTRACT_CACHE_SIZE
+
+
+def test_seeds_share_one_abstract_build_and_still_draw_the_missing_weights(tmp_path):
+    jaxformers.BertModel(jaxformers.BertConfig(40, **BERT)).save_pretrained(tmp_path)
+    checkpoint_io._ABSTRACT_MODELS.clear()
+    loaded = [jaxformers.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3, seed=seed)
+              for seed in (0, 1, 0)]
+    assert len(checkpoint_io._ABSTRACT_MODELS) == 1
+    weights = [np.asarray(model.classifier.weight.get_value()) for model in loaded]  # absent from the file
+    assert not np.allclose(weights[0], weights[1])
+    np.testing.assert_array_equal(weights[0], weights[2])
+    np.testing.assert_array_equal(np.asarray(loaded[0].bert.pooler.dense.weight.get_value()),
+                                  np.asarray(loaded[1].bert.pooler.dense.weight.get_value()))
+
+
+def test_from_pretrained_takes_the_constructor_keywords_of_the_parameter_factory(tmp_path):
+    """seed, rngs, dtype and param_dtype go to the constructors' parameter factory (as at c44832d); the refactor
+    had from_pretrained refuse them as unknown keywords."""
+    from flax import nnx
+
+    jaxformers.BertModel(jaxformers.BertConfig(40, **BERT)).save_pretrained(tmp_path)
+    low = jaxformers.BertModel.from_pretrained(tmp_path, param_dtype=np.dtype("float16"))
+    assert low.embeddings.word_embeddings.weight.get_value().dtype == np.float16
+    assert jaxformers.BertModel.from_pretrained(tmp_path, dtype=np.dtype("float16")) is not None
+    missing = [np.asarray(jaxformers.BertForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=2, rngs=nnx.Rngs(seed)).classifier.weight.get_value()) for seed in (3, 3, 4)]
+    np.testing.assert_array_equal(missing[0], missing[1])
+    assert not np.allclose(missing[0], missing[2])
+    with pytest.raises(ValueError, match="unknown keyword argument 'options'"):
+        jaxformers.BertModel.from_pretrained(tmp_path, options=None)
